@@ -1,0 +1,48 @@
+# The two commands of the README: `make run` and `make test`. Both create .venv when missing.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# torch is pinned to the CPU wheel this machine has on disk; see README for a CUDA install.
+TORCH  ?= torch==2.13.0
+
+export DVC_NO_ANALYTICS := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := 1
+export PYTHONUNBUFFERED := 1
+
+.PHONY: run test lint format bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q --disable-pip-version-check "$(TORCH)"
+	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev]"
+	touch $@
+
+run: $(VENV)/.installed
+	$(BIN)/dvc repro
+	@echo ""
+	@echo "Metrics (metrics.json):"
+	@cat metrics.json
+	@echo ""
+	@echo "Trained model:   models/$$($(BIN)/python -c 'import yaml;print(yaml.safe_load(open("params.yaml"))["model_name"])')-trained/"
+	@echo "Loss curve:      $(BIN)/dvc plots show   (plots/train_loss.csv)"
+	@echo "Compare runs:    $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest --cov=model_foundry --cov-report=term:skip-covered $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+format: $(VENV)/.installed
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/bench_trainer.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .coverage

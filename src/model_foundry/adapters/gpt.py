@@ -1,0 +1,149 @@
+"""GPT-style decoder, nanoGPT-readable.
+
+Module names follow Hugging Face's GPT-2 on purpose: a saved folder is a valid `GPT2LMHeadModel` checkpoint
+(`AutoModelForCausalLM.from_pretrained("models/<name>")` works). The only difference is that GPT-2 stores its
+projection matrices as Conv1D (in, out), so they are transposed on save and load — see `HF_TRANSPOSED`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model_foundry.adapters.base import ScratchAdapter
+from model_foundry.adapters.gpt_config import SPEC, GPTConfig
+
+# Our nn.Linear weights that Hugging Face's GPT-2 keeps transposed (Conv1D); `{}` is the layer index.
+HF_TRANSPOSED = (
+    "transformer.h.{}.attn.c_attn.weight",
+    "transformer.h.{}.attn.c_proj.weight",
+    "transformer.h.{}.mlp.c_fc.weight",
+    "transformer.h.{}.mlp.c_proj.weight",
+)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.dropout = cfg.dropout
+        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)  # q, k, v in one matmul
+        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd)
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 × (B, T, C)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+        )  # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd)
+        self.act = nn.GELU(approximate="tanh")  # GPT-2's gelu_new
+        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.act(self.c_fc(x))))  # (B, T, C)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.n_embd)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.n_embd)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))  # pre-norm residual, (B, T, C)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(cfg.vocab_size, cfg.n_embd),
+                wpe=nn.Embedding(cfg.block_size, cfg.n_embd),
+                drop=nn.Dropout(cfg.dropout),
+                h=nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer)),
+                ln_f=nn.LayerNorm(cfg.n_embd),
+            )
+        )
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # weight tying
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # scaled init of residual projections (GPT-2 paper)
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        B, T = idx.shape
+        if T > self.cfg.block_size:
+            raise ValueError(f"sequence of {T} tokens is longer than block_size {self.cfg.block_size}")
+        pos = torch.arange(T, device=idx.device)  # (T,)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        for block in self.transformer.h:
+            x = block(x)
+        return self.lm_head(self.transformer.ln_f(x))  # (B, T, V)
+
+
+class GPTAdapter(ScratchAdapter):
+    spec = SPEC
+    module_cls = GPT
+
+    def _transposed(self) -> set[str]:
+        return {t.format(i) for t in HF_TRANSPOSED for i in range(self.config.n_layer)}
+
+    def export_state_dict(self) -> dict[str, torch.Tensor]:
+        transposed = self._transposed()
+        sd = {k: (v.t() if k in transposed else v) for k, v in self.model.state_dict().items()}
+        sd.pop("lm_head.weight")  # tied to transformer.wte.weight, as in GPT-2 checkpoints
+        return sd
+
+    def import_state_dict(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        transposed = self._transposed()
+        sd = {k: (v.t() if k in transposed else v) for k, v in tensors.items() if not k.endswith(".attn.bias")}
+        sd["lm_head.weight"] = sd["transformer.wte.weight"]
+        return sd
+
+    def hf_config(self) -> dict[str, Any]:
+        c = self.config
+        tok = self.tokenizer
+        special = {f"{t}_token_id": getattr(tok, f"{t}_token_id", None) for t in ("bos", "eos", "pad")}
+        return {
+            "model_type": "gpt2",
+            "architectures": ["GPT2LMHeadModel"],
+            "n_positions": c.block_size,
+            "n_ctx": c.block_size,
+            "n_inner": None,
+            "activation_function": "gelu_new",
+            "resid_pdrop": c.dropout,
+            "embd_pdrop": c.dropout,
+            "attn_pdrop": c.dropout,
+            "layer_norm_epsilon": 1e-5,
+            "initializer_range": 0.02,
+            "tie_word_embeddings": True,
+            **special,
+        }

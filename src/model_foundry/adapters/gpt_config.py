@@ -1,0 +1,35 @@
+"""GPT-style decoder: the config (torch-free, validated from params.yaml) and its registry entry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from model_foundry.adapters.spec import ArchitectureSpec
+from model_foundry.errors import FoundryError
+from model_foundry.schema import rule
+
+
+@dataclass
+class GPTConfig:
+    n_layer: int = rule(4, ge=1, doc="transformer blocks")
+    n_head: int = rule(4, ge=1, doc="attention heads; n_embd must divide by it")
+    n_embd: int = rule(128, ge=1, doc="embedding / residual width")
+    block_size: int = rule(256, ge=1, doc="maximum context length (position embeddings)")
+    dropout: float = rule(0.0, ge=0.0, lt=1.0, doc="dropout on embeddings, attention and residuals")
+    vocab_size: int = rule(0, ge=0, doc="0: taken from the tokenizer at train time")
+
+    def validate(self) -> None:
+        if self.n_embd % self.n_head:
+            raise FoundryError(
+                f"n_embd = {self.n_embd} does not divide by n_head = {self.n_head}.",
+                "Pick n_embd as a multiple of n_head (e.g. n_embd 128 with n_head 4).",
+            )
+
+
+SPEC = ArchitectureSpec(
+    name="gpt",
+    config_cls=GPTConfig,
+    adapter="model_foundry.adapters.gpt:GPTAdapter",
+    objectives=("causal_lm",),
+    description="GPT-2 style decoder (pre-LayerNorm, learned positions, tied embeddings); saves as GPT2LMHeadModel",
+)

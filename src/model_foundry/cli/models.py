@@ -1,0 +1,53 @@
+"""Commands that use a trained model: `generate`, `info`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from model_foundry.cli.options import ModelDirOpt
+
+
+def generate(
+    model: ModelDirOpt,
+    prompt: Annotated[str, typer.Option("--prompt", help="Text to continue.")] = "",
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate.", min=1)] = 100,
+    temperature: Annotated[float, typer.Option(help="0 = greedy.", min=0.0)] = 0.8,
+    top_k: Annotated[int, typer.Option(help="Sample among the k likeliest tokens; 0 = all.", min=0)] = 50,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+) -> None:
+    """Continue a prompt with a trained model."""
+    import torch
+
+    from model_foundry.adapters.base import load_adapter
+    from model_foundry.errors import FoundryError
+
+    adapter = load_adapter(model)
+    tok = adapter.tokenizer
+    if tok is None:
+        raise FoundryError(f"{model} has no tokenizer.", "Use a trained model folder (models/<name>-trained).")
+    ids = tok.encode(prompt, add_special_tokens=False) if prompt else []
+    start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    ids = ids or [start]
+    out = adapter.generate(
+        torch.tensor([ids]), max_new_tokens, temperature, top_k or None, tok.eos_token_id,
+        generator=torch.Generator().manual_seed(seed),
+    )  # fmt: skip
+    print(tok.decode(out[0].tolist(), skip_special_tokens=True))
+
+
+def info(model: Annotated[Path, typer.Argument(help="A canonical model folder.")]) -> None:
+    """Show a model folder's metadata."""
+    import json
+
+    from model_foundry.adapters.base import read_model_info
+
+    _, meta = read_model_info(model)
+    print(json.dumps(meta, indent=2))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("generate")(generate)
+    app.command("info")(info)

@@ -1,0 +1,1 @@
+"""Corpus import and split, tokenizer training, token-id arrays and batch collators."""

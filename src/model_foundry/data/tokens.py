@@ -1,0 +1,92 @@
+"""Token ids on disk as flat uint16/uint32 arrays (np.memmap), and seeded batches drawn from them.
+
+Documents are packed into one stream, separated by the tokenizer's separator token (eos or [SEP]), so
+causal training wastes nothing on padding.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model_foundry.errors import FoundryError
+
+META_NAME = "meta.json"
+TOKENIZER_DIR = "tokenizer"
+
+
+def dtype_for(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16 if vocab_size <= 2**16 else np.uint32)
+
+
+def encode_documents(tokenizer: Any, docs: list[str], separator_id: int, path: Path, dtype: np.dtype) -> int:
+    """Encode and write the packed stream `doc0 SEP doc1 SEP ...`; returns the token count."""
+    backend = tokenizer.backend_tokenizer
+    n = 0
+    with open(path, "wb") as f:
+        for i in range(0, len(docs), 256):
+            for enc in backend.encode_batch(docs[i : i + 256], add_special_tokens=False):
+                arr = np.asarray([*enc.ids, separator_id], dtype=dtype)
+                f.write(arr.tobytes())
+                n += arr.size
+    return n
+
+
+@dataclass
+class TokenizedData:
+    """The tokenize stage's output folder: train.bin, val.bin, meta.json and tokenizer/."""
+
+    root: Path
+    meta: dict[str, Any]
+
+    @classmethod
+    def open(cls, root: str | Path) -> TokenizedData:
+        root = Path(root)
+        if not (root / META_NAME).is_file():
+            raise FoundryError(f"{root} holds no tokenized data ({META_NAME} missing).", "Run the tokenize stage first.")
+        return cls(root, json.loads((root / META_NAME).read_text()))
+
+    def tokens(self, split: str) -> np.ndarray:
+        return np.memmap(self.root / f"{split}.bin", dtype=np.dtype(self.meta["dtype"]), mode="r")
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.root / TOKENIZER_DIR
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.meta["vocab_size"])
+
+
+def random_windows(tokens: np.ndarray, batch_size: int, length: int, generator: Any) -> Any:
+    """(batch_size, length) int64 tensor of windows at seeded random offsets."""
+    import torch
+
+    if len(tokens) <= length:
+        raise FoundryError(
+            f"The split has {len(tokens)} tokens, too few for windows of {length}.",
+            "Lower train.block_size or add more text.",
+        )
+    starts = torch.randint(len(tokens) - length, (batch_size,), generator=generator).numpy()
+    idx = starts[:, None] + np.arange(length)[None, :]  # (B, length)
+    return torch.from_numpy(tokens[idx].astype(np.int64))
+
+
+def sequential_windows(tokens: np.ndarray, batch_size: int, length: int, max_batches: int) -> Any:
+    """Non-overlapping windows from the start, for evaluation: every token is scored at most once."""
+    import torch
+
+    n_windows = min((len(tokens) - 1) // (length - 1), batch_size * max_batches) if len(tokens) > length else 0
+    if n_windows == 0:
+        raise FoundryError(
+            f"The validation split has {len(tokens)} tokens, too few for one window of {length}.",
+            "Raise data.val_fraction, add text, or lower train.block_size.",
+        )
+    stride = length - 1  # windows share one token so that every target is predicted exactly once
+    for b in range(0, n_windows, batch_size):
+        rows = [tokens[i * stride : i * stride + length] for i in range(b, min(b + batch_size, n_windows))]
+        yield torch.from_numpy(np.stack(rows).astype(np.int64))

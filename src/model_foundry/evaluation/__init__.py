@@ -1,0 +1,1 @@
+"""Metrics: validation loss, perplexity, bits per byte, a unigram baseline (and masked-LM metrics)."""

@@ -1,0 +1,36 @@
+"""convert stage: the model in the canonical layout `models/<model_name>/`.
+
+A scratch model has no weights yet (its vocabulary comes from the tokenize stage), so its folder records the
+architecture config and metadata; the train stage writes the weights into `models/<model_name>-trained/`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from model_foundry.config import Params
+from model_foundry.errors import FoundryError
+from model_foundry.io import atomic_dir, read_json, write_json
+from model_foundry.metadata import model_metadata
+from model_foundry.stages.ingest import SOURCE_FILE
+
+
+def run(params: Params, source: Path, out: Path) -> dict[str, Any]:
+    entry = params.model
+    record = read_json(Path(source) / SOURCE_FILE) if (Path(source) / SOURCE_FILE).is_file() else None
+    if record is None:
+        raise FoundryError(f"{source} holds no imported model source.", "Run the import stage first.")
+    if record.get("architecture") != entry.architecture:
+        raise FoundryError(
+            f"{source} was imported for architecture {record.get('architecture')!r}, not {entry.architecture!r}.",
+            "Re-run the import stage (`dvc repro`).",
+        )
+    if not entry.is_scratch:
+        raise FoundryError(f"Converting source {entry.source!r} is not supported yet.", "Use `source: scratch`.")
+    meta = model_metadata(params.model_name, entry.architecture, "scratch", description=entry.description or None)
+    with atomic_dir(out) as tmp:
+        write_json(tmp / "config.json", {"architecture": entry.architecture, **dataclasses.asdict(entry.arch)}, atomic=False)
+        write_json(tmp / "metadata.json", meta, atomic=False)
+    return meta

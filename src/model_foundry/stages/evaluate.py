@@ -1,0 +1,51 @@
+"""evaluate stage: metrics.json (DVC) and the same numbers on the model's MLflow training run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from model_foundry import tracking
+from model_foundry.config import Params
+from model_foundry.io import read_json, write_json
+
+
+def _causal(params: Params, adapter: Any, data: Any, runtime: Any) -> dict[str, Any]:
+    from model_foundry.evaluation.metrics import causal_metrics, unigram_baseline
+
+    bpt = data.meta["bytes"]["val"] / data.meta["tokens"]["val"]
+    ev = params.evaluate
+    metrics = causal_metrics(
+        adapter, data.tokens("val"), params.train.block_size, ev.batch_size, ev.max_batches, runtime, bpt
+    )
+    metrics["unigram"] = unigram_baseline(data.tokens("train"), data.tokens("val"), data.vocab_size, bpt)
+    return metrics
+
+
+# objective → metric function; the masked-LM objective registers its own.
+EVALUATORS: dict[str, Callable[[Params, Any, Any, Any], dict[str, Any]]] = {"causal_lm": _causal}
+
+
+def run(params: Params, model_dir: Path, data_dir: Path, metrics_out: Path) -> dict[str, Any]:
+    from model_foundry.adapters.base import METADATA_NAME, load_adapter
+    from model_foundry.data.tokens import TokenizedData
+    from model_foundry.training.device import Runtime
+
+    cfg = params.train
+    runtime = Runtime.create(cfg.device, cfg.precision, cfg.threads)
+    adapter = load_adapter(model_dir, device=runtime.device)
+    data = TokenizedData.open(data_dir)
+    metrics = EVALUATORS[cfg.objective](params, adapter, data, runtime)
+    write_json(metrics_out, metrics)
+
+    meta = read_json(Path(model_dir) / METADATA_NAME)
+    flat = {f"eval_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
+    flat.update({f"eval_unigram_{k}": v for k, v in metrics.get("unigram", {}).items()})
+    weights_sha = next(iter(meta.get("sha256", {}).values()), None)
+    run_id = tracking.find_run_by_weights(weights_sha) if weights_sha else None
+    tags = tracking.standard_tags(meta.get("model_name", Path(model_dir).name), meta["architecture"],
+                                  meta.get("fine_tuned_from"), "evaluate")  # fmt: skip
+    with tracking.start_run(f"{Path(model_dir).name}-eval", tags, run_id=run_id) as tracker:
+        tracker.log(flat)
+    return metrics

@@ -1,0 +1,71 @@
+"""tokenize stage: a tokenizer (trained on the train split for scratch models, the model's own otherwise)
+and the train/val token ids as flat memmap arrays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from model_foundry.config import Params
+from model_foundry.data.corpus import read_split
+from model_foundry.data.tokenizer_training import SPECIAL_TOKENS, check_tokenizer_fits, train_tokenizer
+from model_foundry.data.tokens import META_NAME, TOKENIZER_DIR, dtype_for, encode_documents
+from model_foundry.errors import FoundryError
+from model_foundry.io import atomic_dir, write_json
+
+
+def load_or_train_tokenizer(params: Params, model_dir: Path, train_docs: list[str]) -> tuple[Any, str]:
+    """(tokenizer, kind): an override or the model's own tokenizer wins over training a new one."""
+    from model_foundry.adapters.base import load_tokenizer
+
+    override = params.model.tokenizer_override
+    if override:
+        if not (Path(override) / "tokenizer.json").is_file():
+            raise FoundryError(
+                f"tokenizer_override {override!r} holds no tokenizer.json.",
+                "Point it at a folder with a saved fast tokenizer (e.g. another model's folder).",
+            )
+        return load_tokenizer(override), f"override:{override}"
+    if (Path(model_dir) / "tokenizer.json").is_file():
+        return load_tokenizer(model_dir), "native"
+    t = params.tokenizer
+    return train_tokenizer(t.type, train_docs, t.vocab_size, params.train.objective, t.min_frequency), t.type
+
+
+def run(params: Params, corpus: Path, model_dir: Path, out: Path) -> dict[str, Any]:
+    corpus = Path(corpus)
+    if not (corpus / "train.jsonl").is_file():
+        raise FoundryError(f"{corpus} holds no imported corpus (train.jsonl).", "Run the import stage first.")
+    train_docs, val_docs = read_split(corpus / "train.jsonl"), read_split(corpus / "val.jsonl")
+    tokenizer, kind = load_or_train_tokenizer(params, Path(model_dir), train_docs)
+    check_tokenizer_fits(tokenizer, params.train.objective)
+    sep_token = tokenizer.eos_token if params.train.objective == "causal_lm" else tokenizer.sep_token
+    sep_token = sep_token or SPECIAL_TOKENS[params.train.objective].separator
+    separator_id = tokenizer.convert_tokens_to_ids(sep_token)
+    if separator_id is None or separator_id == tokenizer.unk_token_id:
+        raise FoundryError(
+            f"The tokenizer has no document separator token ({sep_token!r}).",
+            "Use a tokenizer with an eos (causal_lm) or sep (masked_lm) token.",
+        )
+    vocab_size = len(tokenizer)
+    dtype = dtype_for(vocab_size)
+    with atomic_dir(out) as tmp:
+        tokenizer.save_pretrained(str(tmp / TOKENIZER_DIR))
+        counts = {
+            "train": encode_documents(tokenizer, train_docs, separator_id, tmp / "train.bin", dtype),
+            "val": encode_documents(tokenizer, val_docs, separator_id, tmp / "val.bin", dtype),
+        }
+        meta = {
+            "tokenizer": kind,
+            "objective": params.train.objective,
+            "vocab_size": vocab_size,
+            "dtype": dtype.name,
+            "separator_id": separator_id,
+            "tokens": counts,
+            "bytes": {
+                "train": sum(len(d.encode()) for d in train_docs),
+                "val": sum(len(d.encode()) for d in val_docs),
+            },
+        }
+        write_json(tmp / META_NAME, meta, atomic=False)
+    return meta

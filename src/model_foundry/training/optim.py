@@ -1,0 +1,28 @@
+"""AdamW with decay on matrices only, and linear warmup + cosine decay (nanoGPT / LitGPT defaults)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def make_optimizer(
+    model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float], device: torch.device
+) -> torch.optim.AdamW:
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]  # matrices and embeddings
+    no_decay = [p for p in params if p.dim() < 2]  # biases and norm gains
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    fused = device.type == "cuda"
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused or None)
+
+
+def lr_at(step: int, *, lr: float, warmup: int, total: int, min_ratio: float) -> float:
+    """Learning rate for optimizer step `step` (0-based)."""
+    if warmup and step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    coeff = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return lr * (min_ratio + (1.0 - min_ratio) * coeff)
