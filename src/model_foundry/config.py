@@ -69,6 +69,9 @@ class EvaluateConfig:
 
 # Catalog keys that describe where a model comes from; everything else in an entry is architecture config.
 ENTRY_KEYS = ("architecture", "source", "revision", "license_accepted", "tokenizer_override", "description")
+# Sections an entry may override for itself (a masked-LM entry sets `train: {objective: masked_lm}`), so
+# `dvc exp run -S model_name=<entry>` alone switches objective and tokenizer with the model.
+OVERRIDABLE = ("tokenizer", "train", "evaluate")
 
 
 @dataclass
@@ -118,7 +121,7 @@ def parse_entry(name: str, raw: Any) -> ModelEntry:
         spec = get_spec(raw.get("architecture"))
     except FoundryError as e:
         raise FoundryError(f"{where}: {e.message}", e.hint) from None
-    arch_raw = {k: v for k, v in raw.items() if k not in ENTRY_KEYS}
+    arch_raw = {k: v for k, v in raw.items() if k not in ENTRY_KEYS + OVERRIDABLE}
     arch = build(spec.config_cls, arch_raw, where)
     source = raw.get("source", "scratch")
     if not isinstance(source, str) or not source:
@@ -164,11 +167,22 @@ def parse_params(raw: Any) -> Params:
             f"model_name = {name!r} is not in the `models:` catalog.",
             f"Use one of: {', '.join(catalog)} (or add an entry under `models:`).",
         )
-    sections = {key: build(cls, raw.get(key), key) for key, cls in SECTIONS.items()}
     model = parse_entry(name, catalog[name])
+    sections = {key: build(cls, _merged(raw, catalog[name], key), key) for key, cls in SECTIONS.items()}
     train: TrainConfig = sections["train"]
     _check_compatibility(model, train)
     return Params(model_name=name, model=model, catalog=catalog, **sections)
+
+
+def _merged(raw: dict, entry: dict, section: str) -> Any:
+    """The top-level section with the selected entry's overrides applied on top."""
+    base = raw.get(section)
+    override = entry.get(section) if section in OVERRIDABLE else None
+    if override is None:
+        return base
+    if not isinstance(override, dict):
+        raise FoundryError(f"models.<entry>.{section} must be a mapping of {section} settings.")
+    return {**(base or {}), **override}
 
 
 def _check_compatibility(model: ModelEntry, train: TrainConfig) -> None:
