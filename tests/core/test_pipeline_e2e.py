@@ -65,3 +65,6 @@ def test_exp_run_switches_model_and_exp_show_lists_both(tmp_path):
     assert {"tiny-default", "tiny-small"} <= names
     table = run_cmd(["dvc", "exp", "show", "--csv"], repo).stdout
     assert "perplexity" in table and "gpt-small" in table
+    with sqlite3.connect(repo / "mlflow.db") as db:
+        exp_tags = {v for (v,) in db.execute("select value from tags where key = 'dvc_exp_name'")}
+    assert {"tiny-default", "tiny-small"} <= exp_tags
