@@ -39,11 +39,17 @@ VENV_BIN = Path(sys.executable).parent
 TINY_OVERRIDES: dict[str, Any] = {
     "tokenizer": {"vocab_size": 320},
     "train": {
-        "steps": 6, "batch_size": 4, "block_size": 32, "warmup_steps": 2, "eval_interval": 3,
-        "eval_batches": 2, "log_interval": 2, "threads": 1,
+        "steps": 6,
+        "batch_size": 4,
+        "block_size": 32,
+        "warmup_steps": 2,
+        "eval_interval": 3,
+        "eval_batches": 2,
+        "log_interval": 2,
+        "threads": 1,
     },
     "evaluate": {"batch_size": 4, "max_batches": 4},
-}  # fmt: skip
+}
 TINY_GPT = {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32}
 
 

@@ -37,7 +37,9 @@ class TokenizerConfig:
 
 @dataclass
 class TrainConfig:
-    objective: Literal["causal_lm", "masked_lm"] = rule("causal_lm", doc="next-token or masked-token prediction")
+    objective: Literal["causal_lm", "masked_lm"] = rule(
+        "causal_lm", doc="next-token or masked-token prediction"
+    )
     mlm_probability: float = rule(0.15, gt=0.0, lt=1.0, doc="masked_lm: share of tokens masked (80/10/10)")
     steps: int = rule(1000, ge=1, doc="optimizer steps")
     batch_size: int = rule(16, ge=1, doc="sequences per micro-batch")
@@ -56,7 +58,9 @@ class TrainConfig:
     seed: int = rule(1337, doc="seeds init, batches and masking")
     threads: int = rule(0, ge=0, doc="torch CPU threads; 0 = all cores")
     device: Literal["auto", "cpu", "cuda", "mps"] = rule("auto", doc="auto: CUDA, then MPS, then CPU")
-    precision: Literal["auto", "fp32", "bf16"] = rule("auto", doc="auto: bf16 autocast where the hardware is fast")
+    precision: Literal["auto", "fp32", "bf16"] = rule(
+        "auto", doc="auto: bf16 autocast where the hardware is fast"
+    )
     compile: bool = rule(False, doc="torch.compile the model (pays off on long runs)")
 
 
@@ -144,7 +148,12 @@ def parse_entry(name: str, raw: Any) -> ModelEntry:
     )
 
 
-SECTIONS = {"data": DataConfig, "tokenizer": TokenizerConfig, "train": TrainConfig, "evaluate": EvaluateConfig}
+SECTIONS = {
+    "data": DataConfig,
+    "tokenizer": TokenizerConfig,
+    "train": TrainConfig,
+    "evaluate": EvaluateConfig,
+}
 TOP_KEYS = ("model_name", "models", *SECTIONS)
 
 
@@ -212,9 +221,13 @@ def load_params(path: str | os.PathLike = "params.yaml") -> Params:
 
     path = Path(path)
     if not path.is_file():
-        raise FoundryError(f"Params file {path} does not exist.", "Run from the repo root or pass --params PATH.")
+        raise FoundryError(
+            f"Params file {path} does not exist.", "Run from the repo root or pass --params PATH."
+        )
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
-        raise FoundryError(f"{path} is not valid YAML: {e}", "Fix the YAML syntax at the line shown.") from None
+        raise FoundryError(
+            f"{path} is not valid YAML: {e}", "Fix the YAML syntax at the line shown."
+        ) from None
     return parse_params(raw)

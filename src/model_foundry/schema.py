@@ -122,7 +122,9 @@ def build(cls: type[T], raw: Any, where: str) -> T:
         path = f"{where}.{name}"
         if name not in raw:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise FoundryError(f"{path} is missing.", f"Add it: {f.metadata.get('doc') or _type_name(hints[name])}.")
+                raise FoundryError(
+                    f"{path} is missing.", f"Add it: {f.metadata.get('doc') or _type_name(hints[name])}."
+                )
             continue
         value = _coerce(raw[name], hints[name], path)
         for key, (ok, sym) in _BOUNDS.items():
@@ -144,8 +146,10 @@ def describe(cls: type) -> list[tuple[str, str, Any, str]]:
     hints = typing.get_type_hints(cls)
     rows = []
     for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else "required"
+        default = (
+            f.default
+            if f.default is not dataclasses.MISSING
+            else (f.default_factory() if f.default_factory is not dataclasses.MISSING else "required")
         )
         rows.append((f.name, _type_name(hints[f.name]), default, f.metadata.get("doc", "")))
     return rows

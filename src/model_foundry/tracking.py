@@ -58,7 +58,9 @@ def _setup() -> Any:
     return mlflow
 
 
-def standard_tags(model_name: str, architecture: str, fine_tuned_from: str | None, stage: str) -> dict[str, str]:
+def standard_tags(
+    model_name: str, architecture: str, fine_tuned_from: str | None, stage: str
+) -> dict[str, str]:
     tags = {
         "model_name": model_name,
         "architecture": architecture,
@@ -97,7 +99,9 @@ class Tracker:
 def start_run(run_name: str, tags: dict[str, str], run_id: str | None = None) -> Iterator[Tracker]:
     mlflow = _setup()
     resume = run_id is not None  # logging into an earlier run keeps its tags
-    with mlflow.start_run(run_id=run_id, run_name=None if resume else run_name, tags=None if resume else tags) as run:
+    with mlflow.start_run(
+        run_id=run_id, run_name=None if resume else run_name, tags=None if resume else tags
+    ) as run:
         tracker = Tracker(mlflow, run)
         yield tracker
         mlflow.flush_async_logging()
@@ -116,7 +120,9 @@ def find_run_by_weights(sha256: str) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
-def loss_curve_png(train: list[tuple[int, float]], val: list[tuple[int, float]], path: Path, title: str) -> Path:
+def loss_curve_png(
+    train: list[tuple[int, float]], val: list[tuple[int, float]], path: Path, title: str
+) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")

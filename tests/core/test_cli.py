@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import yaml
+
 from conftest import REPO, VENV_BIN, run_cmd
 
 FOUNDRY = str(VENV_BIN / "foundry")
@@ -52,16 +53,20 @@ def test_bad_params_exit_2_with_message_and_no_traceback(tmp_path):
 
 def test_unknown_architecture_exit_2(tmp_path):
     path = _bad_params(tmp_path, lambda raw: raw["models"]["gpt-tiny"].update(architecture="mamba"))
-    proc = run_cmd([FOUNDRY, "import", "--params", path, "--corpus-out", "c", "--source-out", "s"], tmp_path,
-                   check=False)  # fmt: skip
+    proc = run_cmd(
+        [FOUNDRY, "import", "--params", path, "--corpus-out", "c", "--source-out", "s"], tmp_path, check=False
+    )
     assert proc.returncode == 2 and "'mamba' is not a known architecture" in proc.stderr
     assert not (tmp_path / "c").exists()
 
 
 def test_missing_data_file_exit_2_and_nothing_written(tmp_path):
     path = _bad_params(tmp_path, lambda raw: raw["data"].update(source="corpus/missing.txt"))
-    proc = run_cmd([FOUNDRY, "import", "--params", path, "--corpus-out", "data/corpus", "--source-out", "s"],
-                   tmp_path, check=False)  # fmt: skip
+    proc = run_cmd(
+        [FOUNDRY, "import", "--params", path, "--corpus-out", "data/corpus", "--source-out", "s"],
+        tmp_path,
+        check=False,
+    )
     assert proc.returncode == 2 and "corpus/missing.txt" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "data").exists()
 

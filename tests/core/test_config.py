@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import yaml
@@ -161,6 +162,6 @@ def test_get_spec_unknown():
 def test_every_catalog_entry_in_repo_params_parses():
     from model_foundry.config import parse_entry
 
-    raw = yaml.safe_load(open("params.yaml"))
+    raw = yaml.safe_load(Path("params.yaml").read_text())
     for name, entry in raw["models"].items():
         assert parse_entry(name, entry).name == name

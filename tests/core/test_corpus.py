@@ -39,7 +39,9 @@ def test_one_paragraph_is_too_small():
 def test_txt_jsonl_and_folder_sources(tmp_path):
     (tmp_path / "a.txt").write_text("alpha text\n")
     (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "b.jsonl").write_text(json.dumps({"body": "beta"}) + "\n\n" + json.dumps({"body": "g"}))
+    (tmp_path / "sub" / "b.jsonl").write_text(
+        json.dumps({"body": "beta"}) + "\n\n" + json.dumps({"body": "g"})
+    )
     (tmp_path / "ignored.csv").write_text("x")
     docs = load_documents(DataConfig(source=str(tmp_path), text_field="body"))
     assert docs == ["alpha text", "beta", "g"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from conftest import REPO
 
+from conftest import REPO
 from model_foundry.adapters import ARCHITECTURES
 from model_foundry.config import SECTIONS
 

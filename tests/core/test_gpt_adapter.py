@@ -31,7 +31,10 @@ def test_forward_shapes_and_loss():
 
 
 def test_same_seed_same_weights():
-    assert all(torch.equal(p, q) for p, q in zip(_adapter(1).model.parameters(), _adapter(1).model.parameters()))
+    assert all(
+        torch.equal(p, q)
+        for p, q in zip(_adapter(1).model.parameters(), _adapter(1).model.parameters(), strict=True)
+    )
 
 
 def test_save_load_round_trip_and_hf_parity(tmp_path):

@@ -7,6 +7,7 @@ import sqlite3
 
 import pytest
 import yaml
+
 from conftest import make_repo_copy, run_cmd, tiny_params
 
 pytestmark = pytest.mark.slow

@@ -29,9 +29,18 @@ def pipeline(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
     params = parse_params(tiny_params())
     _prepare(params, root)
-    summary = train.run(params, root / "models/gpt-tiny", root / "data/tokenized", root / "models/gpt-tiny-trained",
-                        root / "plots", root / "logs", progress=False)  # fmt: skip
-    metrics = evaluate.run(params, root / "models/gpt-tiny-trained", root / "data/tokenized", root / "metrics.json")
+    summary = train.run(
+        params,
+        root / "models/gpt-tiny",
+        root / "data/tokenized",
+        root / "models/gpt-tiny-trained",
+        root / "plots",
+        root / "logs",
+        progress=False,
+    )
+    metrics = evaluate.run(
+        params, root / "models/gpt-tiny-trained", root / "data/tokenized", root / "metrics.json"
+    )
     return params, root, summary, metrics
 
 
@@ -108,15 +117,24 @@ def test_mlflow_run_has_params_metrics_tags_and_eval(pipeline):
     assert {"train_loss", "val_loss", "lr", "tokens_per_s"} <= set(run.data.metrics)
     # evaluate logged into the same run (found by the weights' sha256)
     assert run.data.metrics["eval_perplexity"] == pytest.approx(metrics["perplexity"])
-    artifacts = [a.path for a in mlflow.MlflowClient(tracking.tracking_uri()).list_artifacts(summary["run_id"])]
+    artifacts = [
+        a.path for a in mlflow.MlflowClient(tracking.tracking_uri()).list_artifacts(summary["run_id"])
+    ]
     assert "loss_curve.png" in artifacts
 
 
 def test_training_is_reproducible(pipeline, tmp_path):
     params, root, _, _ = pipeline
     again = tmp_path / "gpt-tiny-trained"  # same folder name: it is the model's name in metadata.json
-    train.run(params, root / "models/gpt-tiny", root / "data/tokenized", again, tmp_path / "plots",
-              tmp_path / "logs", progress=False)  # fmt: skip
+    train.run(
+        params,
+        root / "models/gpt-tiny",
+        root / "data/tokenized",
+        again,
+        tmp_path / "plots",
+        tmp_path / "logs",
+        progress=False,
+    )
     for name in ("model.safetensors", "metadata.json", "config.json", "tokenizer.json"):
         assert sha256_file(again / name) == sha256_file(root / "models/gpt-tiny-trained" / name)
     assert (tmp_path / "plots/train_loss.csv").read_text() == (root / "plots/train_loss.csv").read_text()

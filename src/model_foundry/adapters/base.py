@@ -134,7 +134,9 @@ class ScratchAdapter(BaseAdapter):
     @classmethod
     def build(cls, config: Any) -> ScratchAdapter:
         if getattr(config, "vocab_size", 1) <= 0:
-            raise FoundryError("The model config has no vocab_size.", "Set it from the tokenizer before building.")
+            raise FoundryError(
+                "The model config has no vocab_size.", "Set it from the tokenizer before building."
+            )
         return cls(cls.module_cls(config), config)
 
     def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -155,7 +157,9 @@ class ScratchAdapter(BaseAdapter):
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.export_state_dict().items()}
         with atomic_dir(path) as tmp:
             save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-            write_json(tmp / CONFIG_NAME, {**self.hf_config(), "architecture": self.spec.name, **self.get_config()})
+            write_json(
+                tmp / CONFIG_NAME, {**self.hf_config(), "architecture": self.spec.name, **self.get_config()}
+            )
             if self.tokenizer is not None:
                 self.tokenizer.save_pretrained(str(tmp))
             write_json(tmp / METADATA_NAME, self._metadata(tmp, metadata))
@@ -178,7 +182,9 @@ class ScratchAdapter(BaseAdapter):
         path = Path(path)
         raw = read_json(path / CONFIG_NAME)
         names = {f.name for f in dataclasses.fields(cls.spec.config_cls)}
-        config = build(cls.spec.config_cls, {k: v for k, v in raw.items() if k in names}, str(path / CONFIG_NAME))
+        config = build(
+            cls.spec.config_cls, {k: v for k, v in raw.items() if k in names}, str(path / CONFIG_NAME)
+        )
         adapter = cls.build(config)
         tensors = adapter.import_state_dict(load_file(str(path / WEIGHTS_NAME), device=str(device)))
         adapter.model.load_state_dict(tensors, strict=True)
@@ -214,5 +220,7 @@ def load_adapter(path: str | Path, device: str | torch.device = "cpu") -> BaseAd
     config, meta = read_model_info(path)
     spec = get_spec(meta.get("architecture") or config.get("architecture"))
     if not (Path(path) / WEIGHTS_NAME).exists() and not list(Path(path).glob("*.safetensors")):
-        raise FoundryError(f"{path} has no weights yet.", "Run the train stage (`dvc repro`) to produce them.")
+        raise FoundryError(
+            f"{path} has no weights yet.", "Run the train stage (`dvc repro`) to produce them."
+        )
     return spec.adapter_cls().load_checkpoint(path, device=device)

@@ -27,14 +27,20 @@ def generate(
     adapter = load_adapter(model)
     tok = adapter.tokenizer
     if tok is None:
-        raise FoundryError(f"{model} has no tokenizer.", "Use a trained model folder (models/<name>-trained).")
+        raise FoundryError(
+            f"{model} has no tokenizer.", "Use a trained model folder (models/<name>-trained)."
+        )
     ids = tok.encode(prompt, add_special_tokens=False) if prompt else []
     start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
     ids = ids or [start]
     out = adapter.generate(
-        torch.tensor([ids]), max_new_tokens, temperature, top_k or None, tok.eos_token_id,
+        torch.tensor([ids]),
+        max_new_tokens,
+        temperature,
+        top_k or None,
+        tok.eos_token_id,
         generator=torch.Generator().manual_seed(seed),
-    )  # fmt: skip
+    )
     print(tok.decode(out[0].tolist(), skip_special_tokens=True))
 
 

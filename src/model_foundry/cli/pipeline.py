@@ -19,8 +19,10 @@ def validate(params: ParamsOpt = Path("params.yaml")) -> None:
     p = load_params(params)
     for name, raw in p.catalog.items():
         parse_entry(name, raw)
-    print(f"{params}: ok. model_name={p.model_name} ({p.model.architecture}, source={p.model.source}); "
-          f"catalog: {', '.join(p.catalog)}")  # fmt: skip
+    print(
+        f"{params}: ok. model_name={p.model_name} ({p.model.architecture}, source={p.model.source}); "
+        f"catalog: {', '.join(p.catalog)}"
+    )
 
 
 def import_(
@@ -37,8 +39,10 @@ def import_(
 
     result = ingest.run(load_params(params), corpus_out, source_out)
     c = result["corpus"]
-    print(f"corpus: {c['train']['documents']} train / {c['val']['documents']} val documents "
-          f"({c['train']['characters'] + c['val']['characters']:,} characters) → {corpus_out}")  # fmt: skip
+    print(
+        f"corpus: {c['train']['documents']} train / {c['val']['documents']} val documents "
+        f"({c['train']['characters'] + c['val']['characters']:,} characters) → {corpus_out}"
+    )
     print(f"model source: {result['source']['source']} ({result['source']['architecture']}) → {source_out}")
 
 
@@ -68,8 +72,10 @@ def tokenize(
     from model_foundry.stages import tokenize as stage
 
     meta = stage.run(load_params(params), corpus, model, out)
-    print(f"tokenizer {meta['tokenizer']} (vocab {meta['vocab_size']}): "
-          f"{meta['tokens']['train']:,} train / {meta['tokens']['val']:,} val tokens → {out}")  # fmt: skip
+    print(
+        f"tokenizer {meta['tokenizer']} (vocab {meta['vocab_size']}): "
+        f"{meta['tokens']['train']:,} train / {meta['tokens']['val']:,} val tokens → {out}"
+    )
 
 
 def train(
@@ -84,15 +90,19 @@ def train(
     from model_foundry.stages import train as stage
 
     s = stage.run(load_params(params), model, data, out, plots, progress=not quiet)
-    print(f"trained → {out}: train loss {s['final_train_loss']:.4f}, val loss {s['final_val_loss']:.4f}, "
-          f"{s['train_tokens_per_s']:,.0f} tokens/s, MLflow run {s['run_id']}")  # fmt: skip
+    print(
+        f"trained → {out}: train loss {s['final_train_loss']:.4f}, val loss {s['final_val_loss']:.4f}, "
+        f"{s['train_tokens_per_s']:,.0f} tokens/s, MLflow run {s['run_id']}"
+    )
 
 
 def evaluate(
     params: ParamsOpt = Path("params.yaml"),
     model: ModelDirOpt = Path("models/model-trained"),
     data: DataDirOpt = Path("data/tokenized"),
-    metrics: Annotated[Path, typer.Option("--metrics", help="The metrics file to write.")] = Path("metrics.json"),
+    metrics: Annotated[Path, typer.Option("--metrics", help="The metrics file to write.")] = Path(
+        "metrics.json"
+    ),
 ) -> None:
     """evaluate stage: validation metrics (and a unigram baseline) into metrics.json and MLflow."""
     from model_foundry.stages import evaluate as stage

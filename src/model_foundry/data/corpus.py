@@ -40,7 +40,9 @@ def _read_file(path: Path, text_field: str) -> list[str]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
-            raise FoundryError(f"{path}:{lineno} is not valid JSON ({e.msg}).", "Each line must be one JSON object.")
+            raise FoundryError(
+                f"{path}:{lineno} is not valid JSON ({e.msg}).", "Each line must be one JSON object."
+            ) from None
         if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
             raise FoundryError(
                 f"{path}:{lineno} has no string field {text_field!r}.",
@@ -113,7 +115,11 @@ def write_split(docs: list[str], path: Path) -> dict[str, int]:
     with open(path, "w", encoding="utf-8") as f:
         for d in docs:
             f.write(json.dumps({"text": d}, ensure_ascii=False) + "\n")
-    return {"documents": len(docs), "characters": sum(map(len, docs)), "bytes": sum(len(d.encode()) for d in docs)}
+    return {
+        "documents": len(docs),
+        "characters": sum(map(len, docs)),
+        "bytes": sum(len(d.encode()) for d in docs),
+    }
 
 
 def read_split(path: Path) -> list[str]:

@@ -44,7 +44,9 @@ def causal_metrics(
     }
 
 
-def unigram_baseline(train: np.ndarray, val: np.ndarray, vocab_size: int, bytes_per_token: float) -> dict[str, float]:
+def unigram_baseline(
+    train: np.ndarray, val: np.ndarray, vocab_size: int, bytes_per_token: float
+) -> dict[str, float]:
     """Cross-entropy of the add-one-smoothed train token frequencies on the validation tokens."""
     counts = np.bincount(np.asarray(train, dtype=np.int64), minlength=vocab_size).astype(np.float64) + 1.0
     logp = np.log(counts / counts.sum())

@@ -24,13 +24,21 @@ def run(params: Params, source: Path, out: Path) -> dict[str, Any]:
         raise FoundryError(f"{source} holds no imported model source.", "Run the import stage first.")
     if record.get("architecture") != entry.architecture:
         raise FoundryError(
-            f"{source} was imported for architecture {record.get('architecture')!r}, not {entry.architecture!r}.",
+            f"{source} holds a source for {record.get('architecture')!r}, not {entry.architecture!r}.",
             "Re-run the import stage (`dvc repro`).",
         )
     if not entry.is_scratch:
-        raise FoundryError(f"Converting source {entry.source!r} is not supported yet.", "Use `source: scratch`.")
-    meta = model_metadata(params.model_name, entry.architecture, "scratch", description=entry.description or None)
+        raise FoundryError(
+            f"Converting source {entry.source!r} is not supported yet.", "Use `source: scratch`."
+        )
+    meta = model_metadata(
+        params.model_name, entry.architecture, "scratch", description=entry.description or None
+    )
     with atomic_dir(out) as tmp:
-        write_json(tmp / "config.json", {"architecture": entry.architecture, **dataclasses.asdict(entry.arch)}, atomic=False)
+        write_json(
+            tmp / "config.json",
+            {"architecture": entry.architecture, **dataclasses.asdict(entry.arch)},
+            atomic=False,
+        )
         write_json(tmp / "metadata.json", meta, atomic=False)
     return meta

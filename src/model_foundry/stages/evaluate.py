@@ -23,8 +23,33 @@ def _causal(params: Params, adapter: Any, data: Any, runtime: Any) -> dict[str, 
     return metrics
 
 
-# objective → metric function; the masked-LM objective registers its own.
-EVALUATORS: dict[str, Callable[[Params, Any, Any, Any], dict[str, Any]]] = {"causal_lm": _causal}
+def _masked(params: Params, adapter: Any, data: Any, runtime: Any) -> dict[str, Any]:
+    from model_foundry.adapters.base import load_tokenizer
+    from model_foundry.evaluation.masked import masked_metrics
+    from model_foundry.evaluation.metrics import unigram_baseline
+
+    ev = params.evaluate
+    metrics = masked_metrics(
+        adapter,
+        data.tokens("val"),
+        load_tokenizer(data.tokenizer_dir),
+        params.train.block_size,
+        ev.batch_size,
+        ev.max_batches,
+        params.train.mlm_probability,
+        ev.pseudo_ppl_sequences,
+        runtime,
+    )
+    bpt = data.meta["bytes"]["val"] / data.meta["tokens"]["val"]
+    metrics["unigram"] = unigram_baseline(data.tokens("train"), data.tokens("val"), data.vocab_size, bpt)
+    return metrics
+
+
+# objective → metric function
+EVALUATORS: dict[str, Callable[[Params, Any, Any, Any], dict[str, Any]]] = {
+    "causal_lm": _causal,
+    "masked_lm": _masked,
+}
 
 
 def run(params: Params, model_dir: Path, data_dir: Path, metrics_out: Path) -> dict[str, Any]:
@@ -44,8 +69,12 @@ def run(params: Params, model_dir: Path, data_dir: Path, metrics_out: Path) -> d
     flat.update({f"eval_unigram_{k}": v for k, v in metrics.get("unigram", {}).items()})
     weights_sha = next(iter(meta.get("sha256", {}).values()), None)
     run_id = tracking.find_run_by_weights(weights_sha) if weights_sha else None
-    tags = tracking.standard_tags(meta.get("model_name", Path(model_dir).name), meta["architecture"],
-                                  meta.get("fine_tuned_from"), "evaluate")  # fmt: skip
+    tags = tracking.standard_tags(
+        meta.get("model_name", Path(model_dir).name),
+        meta["architecture"],
+        meta.get("fine_tuned_from"),
+        "evaluate",
+    )
     with tracking.start_run(f"{Path(model_dir).name}-eval", tags, run_id=run_id) as tracker:
         tracker.log(flat)
     return metrics

@@ -18,7 +18,11 @@ def import_model_source(entry: ModelEntry, out: Path) -> dict[str, Any]:
     """Scratch: the architecture and its config. Imported families fetch their checkpoint here."""
     if not entry.is_scratch:
         raise FoundryError(f"Model source {entry.source!r} cannot be imported yet.", "Use `source: scratch`.")
-    record = {"source": "scratch", "architecture": entry.architecture, "config": dataclasses.asdict(entry.arch)}
+    record = {
+        "source": "scratch",
+        "architecture": entry.architecture,
+        "config": dataclasses.asdict(entry.arch),
+    }
     with atomic_dir(out) as tmp:
         write_json(tmp / SOURCE_FILE, record, atomic=False)
     return record

@@ -74,7 +74,9 @@ def run(
     tags = tracking.standard_tags(out.name, entry.architecture, parent, "train")
     run_name = tags.get("dvc_exp_name") or out.name
     with tracking.start_run(run_name, tags) as tracker:
-        tracker.log_params({**params.flat(), "parameters": adapter.num_parameters(), "runtime": runtime.describe()})
+        tracker.log_params(
+            {**params.flat(), "parameters": adapter.num_parameters(), "runtime": runtime.describe()}
+        )
         print(f"training {out.name}: {adapter.num_parameters():,} parameters on {runtime.describe()}")
         result = train(
             adapter, data.tokens("train"), data.tokens("val"), cfg, collator, runtime, tracker.log, progress
