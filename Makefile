@@ -5,6 +5,8 @@ BIN    := $(VENV)/bin
 # torch is pinned to the CPU wheel this machine has on disk; see README for a CUDA install.
 TORCH  ?= torch==2.13.0
 
+# dvc.yaml's stage commands call `foundry`: the venv's bin must be on PATH for them.
+export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
