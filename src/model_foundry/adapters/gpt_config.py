@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from model_foundry.adapters.spec import ArchitectureSpec
 from model_foundry.errors import FoundryError
@@ -18,6 +19,9 @@ class GPTConfig:
     dropout: float = rule(0.0, ge=0.0, lt=1.0, doc="dropout on embeddings, attention and residuals")
     vocab_size: int = rule(0, ge=0, doc="0: taken from the tokenizer at train time")
 
+    # A tiny instance for tests and smoke runs (the contract tests and the end-to-end test use it).
+    TINY: ClassVar[dict[str, Any]] = {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 32}
+
     def validate(self) -> None:
         if self.n_embd % self.n_head:
             raise FoundryError(
@@ -31,5 +35,5 @@ SPEC = ArchitectureSpec(
     config_cls=GPTConfig,
     adapter="model_foundry.adapters.gpt:GPTAdapter",
     objectives=("causal_lm",),
-    description="GPT-2 style decoder (pre-LayerNorm, learned positions, tied embeddings); saves as GPT2LMHeadModel",
+    description="GPT-2 style decoder (pre-LayerNorm, learned positions, tied embeddings); saves as GPT-2",
 )

@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from model_foundry.cli import models, pipeline
+from model_foundry.cli import hub, models, pipeline
 from model_foundry.errors import FoundryError
 
 app = typer.Typer(
@@ -23,6 +23,7 @@ app = typer.Typer(
 )
 pipeline.register(app)
 models.register(app)
+hub.register(app)
 
 
 def main() -> None:

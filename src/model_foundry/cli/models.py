@@ -21,9 +21,18 @@ def generate(
     """Continue a prompt with a trained model."""
     import torch
 
-    from model_foundry.adapters.base import load_adapter
+    from model_foundry.adapters import get_spec
+    from model_foundry.adapters.base import load_adapter, read_model_info
     from model_foundry.errors import FoundryError
 
+    config, meta = read_model_info(model)
+    objective = (meta.get("training") or {}).get("objective")
+    arch = get_spec(meta.get("architecture") or config.get("architecture"))
+    if objective == "masked_lm" or "causal_lm" not in arch.objectives:
+        raise FoundryError(
+            f"{model} is a masked language model: it fills in masked tokens and cannot continue a prompt.",
+            "Generate with a model trained with train.objective: causal_lm (e.g. models/gpt-tiny-trained).",
+        )
     adapter = load_adapter(model)
     tok = adapter.tokenizer
     if tok is None:

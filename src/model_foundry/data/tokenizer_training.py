@@ -76,6 +76,12 @@ def _wordpiece(vocab_size: int, min_frequency: int, special: list[str], texts: l
         vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=special, show_progress=False
     )
     tok.train_from_iterator(texts, trainer=trainer)
+    if tok.get_vocab_size() > vocab_size:  # the trainer keeps every character (and its ##-form) regardless
+        raise FoundryError(
+            f"tokenizer.vocab_size = {vocab_size} is too small for WordPiece on this corpus.",
+            f"Its characters, their ##-continuations and {len(special)} special tokens alone need "
+            f"{tok.get_vocab_size()}; raise it to at least that (e.g. 4096).",
+        )
     return tok
 
 
@@ -86,6 +92,14 @@ def _unigram(vocab_size: int, min_frequency: int, special: list[str], texts: lis
     tok.normalizer = normalizers.NFKC()
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.decoder = decoders.Metaspace()
+    # Unigram keeps every character as a piece: below that it fails or silently returns a larger vocabulary.
+    chars = {c for t in texts for c in tok.normalizer.normalize_str(t).replace(" ", "\u2581")}
+    minimum = len(chars) + len(special) + 1
+    if vocab_size < minimum:
+        raise FoundryError(
+            f"tokenizer.vocab_size = {vocab_size} is too small for Unigram on this corpus.",
+            f"It needs at least {minimum}: {len(chars)} characters + {len(special)} special tokens + 1.",
+        )
     trainer = trainers.UnigramTrainer(
         vocab_size=vocab_size, special_tokens=special, unk_token=unk, show_progress=False
     )
@@ -103,8 +117,9 @@ def _char(vocab_size: int, min_frequency: int, special: list[str], texts: list[s
     room = vocab_size - len(special)
     if room < 1:
         raise FoundryError(
-            f"tokenizer.vocab_size = {vocab_size} leaves no room for characters after {len(special)} special tokens.",
-            f"Raise it above {len(special)}; {len(special) + len(counts)} covers every character of this corpus.",
+            f"tokenizer.vocab_size = {vocab_size} leaves no room for characters "
+            f"after {len(special)} special tokens.",
+            f"Raise it above {len(special)}; {len(special) + len(counts)} covers every character here.",
         )
     chars = sorted(ch for ch, n in counts.most_common(room) if n >= min_frequency or len(counts) <= room)
     vocab = {t: i for i, t in enumerate(special + chars)}
@@ -134,11 +149,16 @@ def train_tokenizer(
 
 
 def check_tokenizer_fits(tokenizer: Any, objective: str) -> None:
-    """A masked-LM model needs a mask token; every model needs a pad token for batching."""
-    if objective == "masked_lm" and tokenizer.mask_token_id is None:
+    """Fail early when the tokenizer cannot serve the objective: masked LM replaces tokens with a mask token.
+
+    (No pad token is needed: sequences are packed. The document separator is checked by the tokenize stage.)
+    """
+    mask_id = getattr(tokenizer, "mask_token_id", None)
+    if objective == "masked_lm" and (mask_id is None or mask_id == tokenizer.unk_token_id):
         raise FoundryError(
             "train.objective is masked_lm but the tokenizer has no mask token.",
-            "Use a tokenizer trained for masked_lm (tokenizer.type with objective masked_lm), or causal_lm.",
+            "Let the tokenize stage train one for masked_lm (it adds [MASK]), or use a tokenizer_override "
+            "with a mask token, or train with objective causal_lm.",
         )
 
 

@@ -28,9 +28,7 @@ def run(params: Params, source: Path, out: Path) -> dict[str, Any]:
             "Re-run the import stage (`dvc repro`).",
         )
     if not entry.is_scratch:
-        raise FoundryError(
-            f"Converting source {entry.source!r} is not supported yet.", "Use `source: scratch`."
-        )
+        return _convert_pretrained(params, record, Path(out))
     meta = model_metadata(
         params.model_name, entry.architecture, "scratch", description=entry.description or None
     )
@@ -42,3 +40,21 @@ def run(params: Params, source: Path, out: Path) -> dict[str, Any]:
         )
         write_json(tmp / "metadata.json", meta, atomic=False)
     return meta
+
+
+def _convert_pretrained(params: Params, record: dict[str, Any], out: Path) -> dict[str, Any]:
+    """models/<model_name>/ from the Hub cache (or folder) at the commit and hashes the import stage wrote."""
+    from model_foundry import hub
+    from model_foundry.hub.download import fetch
+
+    entry = params.model
+    if record.get("source") != entry.source or record.get("revision") != entry.revision:
+        raise FoundryError(
+            f"The import stage recorded source {record.get('source')!r}, not {entry.source!r}.",
+            "Re-run the import stage (`dvc repro`).",
+        )
+    plan = hub.plan_from_record(record)
+    local = fetch(plan.snapshot, plan.selection.all, progress=True)
+    return hub.materialize(
+        plan, local, out, params.model_name, record.get("license_acknowledgment"), load_dtype=entry.arch.dtype
+    )

@@ -14,15 +14,46 @@ from model_foundry.io import atomic_dir, write_json
 SOURCE_FILE = "source.json"
 
 
-def import_model_source(entry: ModelEntry, out: Path) -> dict[str, Any]:
+def import_model_source(entry: ModelEntry, out: Path, progress: bool = True) -> dict[str, Any]:
     """Scratch: the architecture and its config. Imported families fetch their checkpoint here."""
     if not entry.is_scratch:
-        raise FoundryError(f"Model source {entry.source!r} cannot be imported yet.", "Use `source: scratch`.")
+        return _import_pretrained(entry, out, progress)
     record = {
         "source": "scratch",
         "architecture": entry.architecture,
         "config": dataclasses.asdict(entry.arch),
     }
+    with atomic_dir(out) as tmp:
+        write_json(tmp / SOURCE_FILE, record, atomic=False)
+    return record
+
+
+def _import_pretrained(entry: ModelEntry, out: Path, progress: bool) -> dict[str, Any]:
+    """Resolve, validate and download the checkpoint into the Hub cache; record its commit and hashes.
+
+    The weights stay in the Hub cache (not in `out`), so DVC does not store a second copy of them: the convert
+    stage builds models/<name>/ from the cache at the recorded commit, verifying every hash.
+    """
+    from model_foundry import hub
+    from model_foundry.hub.download import fetch
+    from model_foundry.hub.validate import check_memory
+
+    plan = hub.plan_import(entry.source, entry.revision)
+    if plan.architecture != entry.architecture:
+        raise FoundryError(
+            f"models.{entry.name}: {entry.source} is a {plan.config.get('model_type')} model "
+            f"({plan.architecture}), but the entry says architecture: {entry.architecture}.",
+            f"Set `architecture: {plan.architecture}` in models.{entry.name}.",
+        )
+    for note in plan.notes:
+        print(f"warning: {note}")
+    assert plan.memory is not None
+    print(f"{plan.snapshot.label}: {plan.architecture} — {plan.memory.describe()}")
+    check_memory(plan.memory, force=False, warn=lambda m: print(f"warning: {m}"))
+    acknowledgment = hub.accept_for_pipeline(plan, entry.license_accepted, entry.name)
+    local = fetch(plan.snapshot, plan.selection.all, progress)
+    record = hub.source_record(plan, local, progress)
+    record["license_acknowledgment"] = acknowledgment
     with atomic_dir(out) as tmp:
         write_json(tmp / SOURCE_FILE, record, atomic=False)
     return record

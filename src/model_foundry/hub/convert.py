@@ -1,0 +1,429 @@
+"""Fetched files → the canonical folder `models/<name>/`, written to a temp dir and renamed at the end.
+
+Weights are never loaded to be copied: safetensors files are hard-linked from the Hub cache (copied where the
+filesystem refuses) and hashed in one streaming pass, which also verifies them against the Hub's sha256. A
+folder import clones or copies (the user's folder stays independent; `--link` hard-links it). Pickle
+checkpoints (`--allow-pickle`) are read with `torch.load(weights_only=True, mmap=True)` and streamed out
+tensor by tensor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import mmap
+import os
+import shutil
+import sys
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from model_foundry.errors import FoundryError
+from model_foundry.hub.download import LocalFile, evict
+from model_foundry.hub.validate import CONFIG, SAFE_INDEX, SAFE_SINGLE, FileSelection
+from model_foundry.io import atomic_dir, write_json
+
+CHUNK = 8 << 20
+WINDOW = 64 << 20  # mmap window of _hash (a multiple of mmap.ALLOCATIONGRANULARITY)
+MAX_HEADER = 100 << 20  # safetensors' own limit on the JSON header
+# safetensors dtype → (bytes per element, torch dtype name)
+ST_DTYPES = {
+    "F64": (8, "float64"), "F32": (4, "float32"), "F16": (2, "float16"), "BF16": (2, "bfloat16"),
+    "I64": (8, "int64"), "I32": (4, "int32"), "I16": (2, "int16"), "I8": (1, "int8"), "U8": (1, "uint8"),
+    "U16": (2, "uint16"), "U32": (4, "uint32"), "U64": (8, "uint64"), "BOOL": (1, "bool"),
+    "F8_E4M3": (1, "float8_e4m3fn"), "F8_E5M2": (1, "float8_e5m2"),
+}  # fmt: skip
+
+
+@dataclass
+class WeightsInfo:
+    parameters: int = 0
+    by_dtype: Counter = field(default_factory=Counter)
+
+    @property
+    def dtype(self) -> str | None:
+        if not self.by_dtype:
+            return None
+        return ST_DTYPES.get(self.by_dtype.most_common(1)[0][0], (0, self.by_dtype.most_common(1)[0][0]))[1]
+
+    def add(self, other: WeightsInfo) -> None:
+        self.parameters += other.parameters
+        self.by_dtype.update(other.by_dtype)
+
+
+@dataclass
+class Converted:
+    files: list[str]
+    sha256: dict[str, str]  # weight files of the canonical folder
+    weights: WeightsInfo
+    linked: int = 0  # weight files hard-linked from the Hub cache
+
+
+def git_blob_sha1(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def _corrupt(name: str, why: str) -> FoundryError:
+    return FoundryError(
+        f"{name} is not a valid safetensors file: {why}.",
+        "The file is damaged or truncated: download it again (a corrupt Hub download leaves the cache) "
+        "or re-save the model with save_pretrained.",
+    )
+
+
+def inspect_safetensors(path: Path, name: str) -> WeightsInfo:
+    """Check the header and that the file holds exactly the bytes it declares; count parameters per dtype."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) < 8:
+            raise _corrupt(name, f"only {size} bytes")
+        n = int.from_bytes(raw, "little")
+        if n > min(size - 8, MAX_HEADER):
+            raise _corrupt(name, f"header length {n} exceeds the file ({size} bytes)")
+        try:
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise _corrupt(name, f"header is not JSON ({e.__class__.__name__})") from None
+    if not isinstance(header, dict):
+        raise _corrupt(name, "header is not a JSON object")
+    data_size, end_max, info = size - 8 - n, 0, WeightsInfo()
+    for key, t in header.items():
+        if key == "__metadata__":
+            continue
+        try:
+            begin, end = t["data_offsets"]
+            numel = math.prod(t["shape"])
+            dtype = t["dtype"]
+        except (TypeError, KeyError, ValueError):
+            raise _corrupt(name, f"bad header entry for {key!r}") from None
+        width = ST_DTYPES.get(dtype, (None,))[0]
+        if not 0 <= begin <= end or (width is not None and end - begin != numel * width):
+            raise _corrupt(name, f"tensor {key!r} has inconsistent offsets")
+        end_max = max(end_max, end)
+        info.parameters += numel
+        info.by_dtype[dtype] += numel
+    if end_max > data_size:
+        raise _corrupt(name, f"truncated: {end_max - data_size} bytes of tensor data are missing")
+    if end_max < data_size:
+        raise _corrupt(name, f"{data_size - end_max} unexpected bytes after the tensor data")
+    return info
+
+
+def _hash(path: Path, bar: Any) -> str:
+    """sha256 of a file, hashed straight from the page cache through memory-mapped windows.
+
+    mmap saves the copy into a Python buffer that read() makes (about 25% faster here); one window at a time
+    keeps the resident memory of a multi-GB shard at WINDOW.
+    """
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        for offset in range(0, size, WINDOW):
+            length = min(WINDOW, size - offset)
+            with (
+                mmap.mmap(f.fileno(), length, access=mmap.ACCESS_READ, offset=offset) as m,
+                memoryview(m) as view,
+            ):
+                for start in range(0, length, CHUNK):
+                    h.update(view[start : start + CHUNK])
+                    bar.update(min(CHUNK, length - start))
+    return h.hexdigest()
+
+
+def _try_link(src: Path, dst: Path) -> bool:
+    """Hard link when the filesystem allows it (same filesystem, links permitted)."""
+    try:
+        os.link(src, dst)
+        return True
+    except OSError:
+        return False
+
+
+FICLONE = 0x40049409  # Linux ioctl: copy-on-write clone (btrfs, XFS, bcachefs); ext4 refuses it
+
+
+def _try_reflink(src: Path, dst: Path) -> bool:
+    """A copy-on-write clone: instant and as independent as a copy, where the filesystem supports it."""
+    try:
+        import fcntl
+
+        with open(src, "rb") as fin, open(dst, "wb") as fout:
+            fcntl.ioctl(fout.fileno(), FICLONE, fin.fileno())
+        return True
+    except (ImportError, OSError):
+        return False
+
+
+def _copy_and_hash(src: Path, dst: Path, bar: Any) -> str:
+    """Copy in the kernel (another thread) while this one hashes the source: max() of both with 2+ cores."""
+    with ThreadPoolExecutor(1) as pool:
+        job = pool.submit(shutil.copyfile, src, dst)
+        digest = _hash(src, bar)
+        job.result()
+    return digest
+
+
+def place(name: str, local: LocalFile, dst: Path, link: bool, bar: Any) -> tuple[str, bool]:
+    """Put one file into the new folder and return (sha256, linked), verifying the expected hash.
+
+    `link`: hard-link (Hub cache blobs, which huggingface_hub never rewrites in place; a user's folder only
+    with --link). Otherwise a copy-on-write clone where the filesystem has them, else a copy made in the
+    kernel while this thread hashes the source.
+    """
+    if link and _try_link(local.path, dst):
+        digest, linked = _hash(local.path, bar), True
+    elif _try_reflink(local.path, dst):
+        digest, linked = _hash(local.path, bar), False
+    else:
+        digest, linked = _copy_and_hash(local.path, dst, bar), False
+    if local.expected_sha256 and digest != local.expected_sha256:
+        evict(local)
+        raise FoundryError(
+            f"sha256 mismatch for {name}: expected {local.expected_sha256}, got {digest}.",
+            "The download is corrupt (it was removed from the Hub cache): run the import again."
+            if local.in_hub_cache
+            else "The source file changed or is damaged since it was recorded: re-run the import stage.",
+        )
+    return digest, linked
+
+
+def hash_files(local: dict[str, LocalFile], progress: bool = True) -> dict[str, str]:
+    """sha256 of every fetched file, verified against what the Hub (or a record) says it must be."""
+    out = {}
+    with _bar(sum(f.path.stat().st_size for f in local.values()), progress, "verify") as bar:
+        for name, f in local.items():
+            out[name] = _hash(f.path, bar)
+            mismatch = f.expected_sha256 and out[name] != f.expected_sha256
+            if not mismatch and f.expected_blob_id:
+                mismatch = git_blob_sha1(f.path.read_bytes()) != f.expected_blob_id
+            if mismatch:
+                evict(f)
+                raise FoundryError(
+                    f"{name} does not match the hash the Hub publishes for it.",
+                    "The download is corrupt (it was removed from the Hub cache): run the import again."
+                    if f.in_hub_cache
+                    else "The source changed since it was recorded: re-run the import stage.",
+                )
+    return out
+
+
+def _verify_small(name: str, local: LocalFile, dst: Path) -> None:
+    data = dst.read_bytes()
+    if local.expected_sha256 and hashlib.sha256(data).hexdigest() != local.expected_sha256:
+        evict(local)
+        raise FoundryError(f"sha256 mismatch for {name}.", "The download is corrupt: run the import again.")
+    if local.expected_blob_id and git_blob_sha1(data) != local.expected_blob_id:
+        evict(local)
+        raise FoundryError(
+            f"{name} does not match the Hub's git blob id {local.expected_blob_id}.",
+            "The download is corrupt (it was removed from the Hub cache): run the import again.",
+        )
+
+
+def _bar(total: int, progress: bool, desc: str) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="B", unit_scale=True, desc=desc, file=sys.stderr, disable=not progress,
+                dynamic_ncols=True, mininterval=0.5)  # fmt: skip
+
+
+def write_model_folder(
+    out: Path,
+    selection: FileSelection,
+    local: dict[str, LocalFile],
+    architecture: str,
+    metadata: Callable[[Converted], dict[str, Any]],
+    *,
+    link: bool,
+    link_local: bool = False,
+    progress: bool = True,
+    warn: Callable[[str], None] = print,
+) -> Converted:
+    """Build `out` atomically: config, tokenizer, generation config, licence, README, weights, metadata."""
+    weights = selection.weights
+    total = sum(local[w].path.stat().st_size for w in weights)
+    result = Converted(files=[], sha256={}, weights=WeightsInfo())
+    with atomic_dir(out) as tmp:
+        for name in [CONFIG, *selection.docs, *selection.tokenizer, *selection.generation]:
+            shutil.copyfile(local[name].path, tmp / name)
+            _verify_small(name, local[name], tmp / name)
+        with _bar(total, progress, f"convert {out.name}") as bar:
+            if selection.pickle:
+                _convert_pickle(selection, local, tmp, architecture, result, bar)
+            else:
+                if selection.index:
+                    shutil.copyfile(local[selection.index].path, tmp / selection.index)
+                    _verify_small(selection.index, local[selection.index], tmp / selection.index)
+                for w in weights:
+                    result.weights.add(inspect_safetensors(local[w].path, w))
+                    digest, linked = place(
+                        w, local[w], tmp / w, link and (local[w].in_hub_cache or link_local), bar
+                    )
+                    result.sha256[w] = digest
+                    result.linked += linked
+                    # checked again on the copy: a file can change between the first look and the copy
+                    if not linked:
+                        inspect_safetensors(tmp / w, w)
+        _ensure_fast_tokenizer(tmp, warn)
+        result.files = sorted(p.name for p in tmp.iterdir()) + ["metadata.json"]
+        write_json(tmp / "metadata.json", metadata(result), atomic=False)
+    return result
+
+
+def _ensure_fast_tokenizer(folder: Path, warn: Callable[[str], None]) -> None:
+    """Give the folder a tokenizer.json (the tokenize stage reads it) when the source has only slow files."""
+    if (folder / "tokenizer.json").is_file():
+        return
+    if not any((folder / n).is_file() for n in ("tokenizer.model", "vocab.txt", "vocab.json")):
+        warn("warning: the model has no tokenizer files; set tokenizer_override to use it in the pipeline")
+        return
+    try:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False, local_files_only=True)
+        if getattr(tok, "is_fast", False):
+            tok.save_pretrained(str(folder))
+    except Exception as e:  # noqa: BLE001 — best effort; the import itself is fine without it
+        warn(
+            "warning: could not build tokenizer.json from the slow tokenizer files "
+            f"({e.__class__.__name__}: {e})"
+        )
+
+
+# --- pickle → safetensors -------------------------------------------------------------------------------
+def _convert_pickle(
+    selection: FileSelection,
+    local: dict[str, LocalFile],
+    tmp: Path,
+    architecture: str,
+    result: Converted,
+    bar: Any,
+) -> None:
+    from model_foundry.adapters import get_spec
+
+    family = get_spec(architecture).adapter_cls().family
+    config = json.loads((tmp / CONFIG).read_text())
+    tie = bool(config.get("tie_word_embeddings", True))
+    weight_map: dict[str, str] = {}
+    total_size = 0
+    for src in selection.weights:
+        dst = (
+            SAFE_SINGLE
+            if not selection.index
+            else src.replace("pytorch_model", "model").replace(".bin", ".safetensors")
+        )
+        # the pickle itself is verified against the Hub before it is ever unpickled
+        digest = _hash(local[src].path, _NullBar())
+        if local[src].expected_sha256 and digest != local[src].expected_sha256:
+            evict(local[src])
+            raise FoundryError(
+                f"sha256 mismatch for {src}.", "The download is corrupt: run the import again."
+            )
+        tensors = _load_pickle(local[src].path, src)
+        tensors = _drop_aliases(tensors, family.tied_keys if tie else (), family.ignored_keys)
+        result.sha256[dst], size, info = write_safetensors(tensors, tmp / dst, {"format": "pt"}, bar)
+        result.weights.add(info)
+        total_size += size
+        weight_map.update(dict.fromkeys(tensors, dst))
+        del tensors
+    if selection.index:
+        write_json(
+            tmp / SAFE_INDEX, {"metadata": {"total_size": total_size}, "weight_map": weight_map}, atomic=False
+        )
+
+
+class _NullBar:
+    def update(self, n: int) -> None:
+        pass
+
+
+def _load_pickle(path: Path, name: str) -> dict[str, Any]:
+    import pickle
+
+    import torch
+
+    try:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # legacy (pre-zip) format cannot be memory-mapped
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise FoundryError(
+            f"{name} holds objects other than tensors, so it is refused (weights_only=True): {str(e)[:200]}",
+            "Only plain state-dict checkpoints are converted.",
+        ) from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise FoundryError(
+            f"{name} cannot be read as a PyTorch checkpoint: {e}", "The file may be truncated."
+        ) from None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise FoundryError(
+            f"{name} is not a state dict of tensors.", "Only plain state-dict checkpoints are converted."
+        )
+    return obj
+
+
+def _drop_aliases(
+    tensors: dict[str, Any], tied_keys: tuple[str, ...], ignored: tuple[str, ...]
+) -> dict[str, Any]:
+    """Drop legacy buffers and tied copies (same storage as another tensor) that transformers re-ties."""
+    out = {k: v for k, v in tensors.items() if not k.endswith(ignored)} if ignored else dict(tensors)
+    seen: dict[tuple, str] = {}
+    for name in sorted(out, key=lambda k: (k in tied_keys, k)):  # keep the untied name of a pair
+        t = out[name]
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()))
+        if key in seen and name in tied_keys:
+            del out[name]
+        else:
+            seen.setdefault(key, name)
+    return out
+
+
+TORCH_TO_ST = {v[1]: k for k, v in ST_DTYPES.items()}
+
+
+def write_safetensors(
+    tensors: dict[str, Any], path: Path, metadata: dict[str, str], bar: Any
+) -> tuple[str, int, WeightsInfo]:
+    """Stream tensors into a safetensors file one at a time (never the whole shard as bytes in memory).
+
+    Returns (sha256, size, weights info). Aliased tensors are written as independent copies.
+    """
+    import torch
+
+    header: dict[str, Any] = {}
+    offset, info = 0, WeightsInfo()
+    names = sorted(tensors)
+    for name in names:
+        t = tensors[name]
+        dtype = TORCH_TO_ST.get(str(t.dtype).removeprefix("torch."))
+        if dtype is None:
+            raise FoundryError(f"Tensor {name} has dtype {t.dtype}, which safetensors cannot store.")
+        nbytes = t.numel() * t.element_size()
+        header[name] = {"dtype": dtype, "shape": list(t.shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+        info.parameters += t.numel()
+        info.by_dtype[dtype] += t.numel()
+    header["__metadata__"] = metadata
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    h = hashlib.sha256()
+    with open(path, "wb") as f:
+        for block in (len(raw).to_bytes(8, "little"), raw):
+            f.write(block)
+            h.update(block)
+        for name in names:
+            t = tensors[name].detach().contiguous().reshape(-1)
+            data = t.view(torch.uint8).numpy() if t.numel() else b""
+            f.write(data)
+            h.update(data)
+            bar.update(len(memoryview(data).cast("B")) if t.numel() else 0)
+    return h.hexdigest(), 8 + len(raw) + offset, info

@@ -1,0 +1,75 @@
+"""An imported model through the whole pipeline: `dvc exp run -S model_name=<entry>` against the local Hub.
+
+import (resolve, validate, download into the Hub cache, record commit + hashes) → convert (models/<name>/ from
+the cache) → tokenize (native tokenizer) → train (plain fine-tune) → evaluate (perplexity).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from conftest import make_repo_copy, run_cmd, tiny_params
+from localhub.repos import BERT, QWEN2
+
+pytestmark = pytest.mark.slow
+
+
+def test_exp_run_imports_fine_tunes_and_evaluates_a_hub_model(local_hub, hub_repos, tmp_path):
+    params = tiny_params()
+    params["models"]["tiny-qwen2"] = {"architecture": "hf-qwen2", "source": QWEN2, "license_accepted": True,
+                                      "train": {"lr": 1e-3}}  # fmt: skip
+    repo = make_repo_copy(tmp_path / "repo", params)
+    env = {"env": {"MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}"}}
+    local_hub.clear_requests()
+    run_cmd(["dvc", "exp", "run", "--name", "qwen", "-S", "model_name=tiny-qwen2"], repo, **env)
+
+    commit = local_hub.commit_sha(QWEN2)
+    source = json.loads((repo / "data/source/source.json").read_text())
+    assert source["commit"] == commit and source["architecture"] == "hf-qwen2"
+    assert source["files"]["model.safetensors"]["sha256"] == local_hub.file(QWEN2, "model.safetensors").sha256
+    assert not (repo / "data/source/model.safetensors").exists()  # weights stay in the Hub cache
+    meta = json.loads((repo / "models/tiny-qwen2/metadata.json").read_text())
+    assert meta["revision"] == commit and meta["license_acknowledgment"]["via"].startswith("params.yaml")
+    tokenized = json.loads((repo / "data/tokenized/meta.json").read_text())
+    assert tokenized["tokenizer"] == "native" and tokenized["vocab_size"] == 512
+    trained = json.loads((repo / "models/tiny-qwen2-trained/metadata.json").read_text())
+    assert trained["architecture"] == "hf-qwen2" and trained["fine_tuned_from"] == "tiny-qwen2"
+    assert trained["license"] == "apache-2.0" and (repo / "models/tiny-qwen2-trained/LICENSE").is_file()
+    metrics = json.loads((repo / "metrics.json").read_text())
+    assert 1 < metrics["perplexity"] < 512
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    assert any(o["path"] == "models/tiny-qwen2" for o in lock["stages"]["convert"]["outs"])
+
+    # The convert stage again, offline: models/<name>/ is rebuilt from the Hub cache without one request.
+    (repo / "offline.yaml").write_text(yaml.safe_dump({**params, "model_name": "tiny-qwen2"}))
+    local_hub.clear_requests()
+    cmd = [
+        "foundry",
+        "convert",
+        "--params",
+        "offline.yaml",
+        "--source",
+        "data/source",
+        "--out",
+        "models/offline",
+    ]
+    run_cmd(cmd, repo, env={"HF_HUB_OFFLINE": "1"})
+    assert local_hub.requests == []
+    assert json.loads((repo / "models/offline/metadata.json").read_text())["sha256"] == meta["sha256"]
+
+
+def test_repro_a_masked_lm_from_the_hub(local_hub, hub_repos, tmp_path):
+    params = tiny_params(model_name="tiny-bert")
+    params["models"]["tiny-bert"] = {"architecture": "hf-bert", "source": BERT, "license_accepted": True,
+                                     "train": {"objective": "masked_lm", "lr": 1e-3},
+                                     "evaluate": {"pseudo_ppl_sequences": 2}}  # fmt: skip
+    repo = make_repo_copy(tmp_path / "repo", params)
+    run_cmd(["dvc", "repro"], repo, env={"MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}"})
+    metrics = json.loads((repo / "metrics.json").read_text())
+    assert metrics and (repo / "models/tiny-bert-trained/model.safetensors").is_file()
+    assert (
+        json.loads((repo / "models/tiny-bert-trained/metadata.json").read_text())["architecture"] == "hf-bert"
+    )
