@@ -163,3 +163,17 @@ def test_stages_name_missing_inputs(tmp_path, params_dict):
     with pytest.raises(FoundryError, match="not a model folder"):
         evaluate.run(params, tmp_path / "nothing", tmp_path / "tok", tmp_path / "m.json")
     assert not (tmp_path / "out").exists() and not (tmp_path / "m.json").exists()
+
+
+def test_train_rejects_sequences_longer_than_the_model_context(pipeline):
+    from model_foundry.stages.train import check_fits_model
+
+    params, root, _, _ = pipeline
+    from model_foundry.adapters.base import load_adapter
+
+    adapter = load_adapter(root / "models/gpt-tiny-trained")
+    check_fits_model(adapter, 32, 320)
+    with pytest.raises(FoundryError, match="longer than the model's context"):
+        check_fits_model(adapter, 64, 320)
+    with pytest.raises(FoundryError, match="embeds only 320"):
+        check_fits_model(adapter, 32, 400)

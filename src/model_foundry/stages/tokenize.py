@@ -28,6 +28,12 @@ def load_or_train_tokenizer(params: Params, model_dir: Path, train_docs: list[st
         return load_tokenizer(override), f"override:{override}"
     if (Path(model_dir) / "tokenizer.json").is_file():
         return load_tokenizer(model_dir), "native"
+    if not params.model.is_scratch:  # a new tokenizer would not match the imported embeddings
+        raise FoundryError(
+            f"The imported model in {model_dir} has no tokenizer.json.",
+            "Re-import it (`foundry import-model` builds one from slow tokenizer files), "
+            "or set tokenizer_override to a folder with the model's tokenizer.",
+        )
     t = params.tokenizer
     return train_tokenizer(t.type, train_docs, t.vocab_size, params.train.objective, t.min_frequency), t.type
 

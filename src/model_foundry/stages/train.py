@@ -43,6 +43,23 @@ def build_adapter(params: Params, model_dir: Path, vocab_size: int) -> Any:
     return load_adapter(model_dir)
 
 
+def check_fits_model(adapter: Any, block_size: int, vocab_size: int) -> None:
+    """Training sequences must fit the model's context, token ids its embedding (imported models too)."""
+    from model_foundry.errors import FoundryError
+
+    if adapter.max_context is not None and block_size > adapter.max_context:
+        raise FoundryError(
+            f"train.block_size = {block_size} is longer than the model's context ({adapter.max_context}).",
+            f"Lower train.block_size to at most {adapter.max_context}.",
+        )
+    capacity = getattr(adapter.config, "vocab_size", None)  # our dataclasses and HF configs both have it
+    if capacity and vocab_size > capacity:
+        raise FoundryError(
+            f"The tokenizer has {vocab_size} tokens but the model embeds only {capacity}.",
+            "Use the model's own tokenizer (drop tokenizer_override) or one of the same vocabulary.",
+        )
+
+
 def run(
     params: Params,
     model_dir: Path,
@@ -52,11 +69,11 @@ def run(
     logs_dir: Path = Path("logs"),
     progress: bool = True,
 ) -> dict[str, Any]:
-    from model_foundry.adapters.base import WEIGHTS_NAME, load_tokenizer
+    from model_foundry.adapters.base import METADATA_NAME, load_tokenizer
     from model_foundry.data.collators import make_collator
     from model_foundry.data.tokenizer_training import check_tokenizer_fits
     from model_foundry.data.tokens import TokenizedData
-    from model_foundry.io import sha256_file
+    from model_foundry.io import read_json
     from model_foundry.training.device import Runtime
     from model_foundry.training.loop import train
 
@@ -67,6 +84,7 @@ def run(
     tokenizer = load_tokenizer(data.tokenizer_dir)
     check_tokenizer_fits(tokenizer, cfg.objective)
     adapter = build_adapter(params, Path(model_dir), data.vocab_size)
+    check_fits_model(adapter, cfg.block_size, data.vocab_size)
     adapter.tokenizer = tokenizer
     collator = make_collator(cfg.objective, tokenizer, cfg.mlm_probability)
     parent = None if entry.is_scratch else params.model_name
@@ -114,7 +132,8 @@ def run(
             "train_seconds": result.seconds,
         }
         tracker.log(summary)
-        tracker.set_tags({tracking.WEIGHTS_TAG: sha256_file(out / WEIGHTS_NAME)})
+        weights = read_json(out / METADATA_NAME)["sha256"]  # sharded saves list several files
+        tracker.set_tags({tracking.WEIGHTS_TAG: weights[min(weights)]})
         logs_dir = Path(logs_dir)
         logs_dir.mkdir(parents=True, exist_ok=True)
         timing = {"model": out.name, "run_id": tracker.run_id, "runtime": runtime.describe(), **summary}
