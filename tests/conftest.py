@@ -69,6 +69,14 @@ def tiny_params(**changes: Any) -> dict[str, Any]:
     return copy.deepcopy(raw)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tiny test models gain nothing from threads, and OpenMP threads stall badly on a busy 2-core machine."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture
 def params_dict() -> dict[str, Any]:
     return tiny_params()

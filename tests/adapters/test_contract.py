@@ -28,15 +28,6 @@ MASK_ID = 4
 SCRATCH = sorted(name for name, spec in ARCHITECTURES.items() if not spec.pretrained)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and OpenMP threads stall badly on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_adapter(spec: ArchitectureSpec, seed: int = 0) -> BaseAdapter:
     config = build(spec.config_cls, {**getattr(spec.config_cls, "TINY", {}), "vocab_size": VOCAB}, spec.name)
     torch.manual_seed(seed)

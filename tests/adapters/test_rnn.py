@@ -18,15 +18,6 @@ CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 V = 40
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and OpenMP threads stall badly on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _adapter(cell: str, **settings):
     spec = ARCHITECTURES[cell]
     config = build(spec.config_cls, {**spec.config_cls.TINY, "vocab_size": V, **settings}, cell)

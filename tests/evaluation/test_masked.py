@@ -19,15 +19,6 @@ CPU = Runtime(torch.device("cpu"), torch.float32)
 TEXT = "A masked language model predicts the hidden words of a sentence from the words around them. " * 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and OpenMP threads stall badly on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tokenizer():
     return train_tokenizer("wordpiece", [TEXT] * 20, 150, "masked_lm")

@@ -12,8 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from model_foundry.adapters.spec import ArchitectureSpec
-from model_foundry.errors import FoundryError
+from model_foundry.adapters.spec import ArchitectureSpec, check_heads
 from model_foundry.schema import rule
 
 
@@ -40,11 +39,7 @@ class BertConfig:
     }
 
     def validate(self) -> None:
-        if self.n_embd % self.n_head:
-            raise FoundryError(
-                f"n_embd = {self.n_embd} does not divide by n_head = {self.n_head}.",
-                "Pick n_embd as a multiple of n_head (e.g. n_embd 128 with n_head 4).",
-            )
+        check_heads(self.n_embd, self.n_head)
 
 
 SPEC = ArchitectureSpec(

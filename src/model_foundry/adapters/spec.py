@@ -12,6 +12,17 @@ if TYPE_CHECKING:
 OBJECTIVES = ("causal_lm", "masked_lm")
 
 
+def check_heads(n_embd: int, n_head: int) -> None:
+    """Attention splits the width into equal heads: a rule every transformer config shares."""
+    from model_foundry.errors import FoundryError
+
+    if n_embd % n_head:
+        raise FoundryError(
+            f"n_embd = {n_embd} does not divide by n_head = {n_head}.",
+            "Pick n_embd as a multiple of n_head (e.g. n_embd 128 with n_head 4).",
+        )
+
+
 @dataclass(frozen=True)
 class ArchitectureSpec:
     """One architecture: its torch-free config dataclass and where its adapter lives.
