@@ -47,7 +47,9 @@ class TokenizedData:
     def open(cls, root: str | Path) -> TokenizedData:
         root = Path(root)
         if not (root / META_NAME).is_file():
-            raise FoundryError(f"{root} holds no tokenized data ({META_NAME} missing).", "Run the tokenize stage first.")
+            raise FoundryError(
+                f"{root} holds no tokenized data ({META_NAME} missing).", "Run the tokenize stage first."
+            )
         return cls(root, json.loads((root / META_NAME).read_text()))
 
     def tokens(self, split: str) -> np.ndarray:
@@ -80,7 +82,9 @@ def sequential_windows(tokens: np.ndarray, batch_size: int, length: int, max_bat
     """Non-overlapping windows from the start, for evaluation: every token is scored at most once."""
     import torch
 
-    n_windows = min((len(tokens) - 1) // (length - 1), batch_size * max_batches) if len(tokens) > length else 0
+    n_windows = (
+        min((len(tokens) - 1) // (length - 1), batch_size * max_batches) if len(tokens) > length else 0
+    )
     if n_windows == 0:
         raise FoundryError(
             f"The validation split has {len(tokens)} tokens, too few for one window of {length}.",
