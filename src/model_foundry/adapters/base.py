@@ -125,7 +125,7 @@ class BaseAdapter:
 class ScratchAdapter(BaseAdapter):
     """Adapters for models defined in this repo: config dataclass ↔ config.json, state dict ↔ safetensors.
 
-    Subclasses set `module_cls` and may override `export_state_dict`/`import_state_dict` (a weight map to a
+    Subclasses set `module_cls` and may override `tied_weights`, `to_saved`/`from_saved` (a weight map to a
     Hugging Face layout) and `hf_config` (extra config.json keys that let transformers load the folder).
     """
 
@@ -142,11 +142,27 @@ class ScratchAdapter(BaseAdapter):
     def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids)
 
+    def tied_weights(self) -> dict[str, str]:
+        """{parameter: the one it shares storage with}; saved once (safetensors refuses shared tensors)."""
+        return {}
+
+    def to_saved(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Our state dict (tied copies removed) → the saved layout: renames, transposes, extra rows."""
+        return state
+
+    def from_saved(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The saved layout → our state dict, before tied copies are restored."""
+        return tensors
+
     def export_state_dict(self) -> dict[str, torch.Tensor]:
-        return dict(self.model.state_dict())
+        tied = self.tied_weights()
+        return self.to_saved({k: v for k, v in self.model.state_dict().items() if k not in tied})
 
     def import_state_dict(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return tensors
+        state = self.from_saved(dict(tensors))
+        for ours, shared in self.tied_weights().items():
+            state[ours] = state[shared]
+        return state
 
     def hf_config(self) -> dict[str, Any]:
         return {}

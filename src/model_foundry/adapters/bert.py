@@ -156,21 +156,19 @@ class BertAdapter(ScratchAdapter):
     spec = SPEC
     module_cls = BertMLM
 
-    def export_state_dict(self) -> dict[str, torch.Tensor]:
-        sd = {k: v for k, v in self.model.state_dict().items() if k not in TIED}
-        if (
-            not self.config.token_types
-        ):  # transformers always has a token-type table; a zero row changes nothing
-            sd[TOKEN_TYPE] = torch.zeros(1, self.config.n_embd, dtype=sd[next(iter(TIED.values()))].dtype)
-        return sd
+    def tied_weights(self) -> dict[str, str]:
+        return TIED
 
-    def import_state_dict(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        sd = dict(tensors)
+    def to_saved(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if not self.config.token_types:  # transformers always has a token-type table: a zero row is a no-op
+            dtype = state[next(iter(TIED.values()))].dtype
+            state[TOKEN_TYPE] = torch.zeros(1, self.config.n_embd, dtype=dtype)
+        return state
+
+    def from_saved(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if not self.config.token_types:
-            sd.pop(TOKEN_TYPE, None)
-        for ours, shared in TIED.items():
-            sd[ours] = sd[shared]
-        return sd
+            tensors.pop(TOKEN_TYPE, None)
+        return tensors
 
     def hf_config(self) -> dict[str, Any]:
         c = self.config

@@ -172,18 +172,17 @@ class GPTAdapter(ScratchAdapter):
     def _transposed(self) -> set[str]:
         return {t.format(i) for t in HF_TRANSPOSED for i in range(self.config.n_layer)}
 
-    def export_state_dict(self) -> dict[str, torch.Tensor]:
-        transposed = self._transposed()
-        sd = {k: (v.t() if k in transposed else v) for k, v in self.model.state_dict().items()}
-        sd.pop("lm_head.weight")  # tied to transformer.wte.weight, as in GPT-2 checkpoints
-        return sd
+    def tied_weights(self) -> dict[str, str]:
+        return {"lm_head.weight": "transformer.wte.weight"}  # as in GPT-2 checkpoints
 
-    def import_state_dict(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def to_saved(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        transposed = self._transposed()
+        return {k: (v.t() if k in transposed else v) for k, v in state.items()}
+
+    def from_saved(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         transposed = self._transposed()
         sd = {k: v for k, v in tensors.items() if not k.endswith(".attn.bias")}  # GPT-2's saved causal masks
-        sd = {k: (v.t() if k in transposed else v) for k, v in sd.items()}
-        sd["lm_head.weight"] = sd["transformer.wte.weight"]
-        return sd
+        return {k: (v.t() if k in transposed else v) for k, v in sd.items()}
 
     def hf_config(self) -> dict[str, Any]:
         c = self.config

@@ -59,20 +59,8 @@ class RNNAdapter(ScratchAdapter):
     spec = RNN_SPEC
     module_cls = RecurrentLM
 
-    def _tied(self) -> dict[str, str]:
+    def tied_weights(self) -> dict[str, str]:
         return TIED if self.config.tie_embeddings else {}
-
-    def export_state_dict(self) -> dict[str, torch.Tensor]:
-        tied = self._tied()
-        return {
-            k: v for k, v in self.model.state_dict().items() if k not in tied
-        }  # safetensors: no shared tensors
-
-    def import_state_dict(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        sd = dict(tensors)
-        for ours, shared in self._tied().items():
-            sd[ours] = sd[shared]
-        return sd
 
 
 class LSTMAdapter(RNNAdapter):
