@@ -1,7 +1,9 @@
 """metadata.json of a model folder: where the model came from, reproducibly.
 
-`created_at` follows the reproducible-builds convention: SOURCE_DATE_EPOCH when set, else the time of the
-git commit being built, so two `dvc repro` runs of one commit write byte-identical folders (same DVC hash).
+`created_at` follows the reproducible-builds convention: SOURCE_DATE_EPOCH when set, else the time of the last
+git commit that changed the pipeline's definition (params.yaml, dvc.yaml, src/). Two `dvc repro` runs of one
+commit write byte-identical folders (same DVC hash), and committing the results (dvc.lock, metrics.json)
+does not change what the next clone reproduces.
 Run ids and timings live in MLflow, not here, for the same reason.
 """
 
@@ -13,12 +15,19 @@ from datetime import datetime, timezone
 from typing import Any
 
 
+DEFINITION = ("params.yaml", "dvc.yaml", "src")
+
+
 def created_at() -> str:
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     if not epoch:
         try:
             out = subprocess.run(
-                ["git", "log", "-1", "--format=%ct"], capture_output=True, text=True, timeout=10, check=True
+                ["git", "log", "-1", "--format=%ct", "--", *DEFINITION],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
             )
             epoch = out.stdout.strip() or None
         except (OSError, subprocess.SubprocessError):
