@@ -14,7 +14,6 @@ import subprocess
 from datetime import datetime, timezone
 from typing import Any
 
-
 DEFINITION = ("params.yaml", "dvc.yaml", "src")
 
 

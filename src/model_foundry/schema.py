@@ -7,6 +7,7 @@ stay fast.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 import typing
@@ -49,12 +50,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             )
         return value
     if origin in (Union, types.UnionType):
-        errors = []
         for arg in typing.get_args(tp):
-            try:
+            with contextlib.suppress(FoundryError):
                 return _coerce(value, arg, where)
-            except FoundryError as e:
-                errors.append(e)
         raise FoundryError(f"{where} = {value!r} must be {_type_name(tp)}.")
     if tp is type(None):
         if value is not None:
@@ -65,7 +63,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise FoundryError(f"{where} = {value!r} must be a list.")
         (item,) = typing.get_args(tp)
         return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
+    if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise FoundryError(f"{where} must be a mapping, got {value!r}.")
         return dict(value)

@@ -32,6 +32,14 @@ class ModelOutput:
     loss: torch.Tensor | None = None  # scalar, fp32
 
 
+def normal_init(module: nn.Module, std: float = 0.02) -> None:
+    """GPT-2/BERT initialisation (for `nn.Module.apply`): N(0, std) matrices and embeddings, zero biases."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+
+
 def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy over aligned labels (already shifted for causal LM; -100 where nothing is predicted)."""
     return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)

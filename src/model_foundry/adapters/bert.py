@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model_foundry.adapters.base import ScratchAdapter
+from model_foundry.adapters.base import ScratchAdapter, normal_init
 from model_foundry.adapters.bert_config import SPEC, BertConfig
 
 LAYER_NORM_EPS = 1e-12  # BERT's
@@ -132,14 +132,7 @@ class BertMLM(nn.Module):
         self.cls["predictions"].decoder.weight = self.bert[
             "embeddings"
         ].word_embeddings.weight  # weight tying
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
+        self.apply(normal_init)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         if idx.size(1) > self.cfg.block_size:

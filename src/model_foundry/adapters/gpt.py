@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model_foundry.adapters.base import ScratchAdapter
+from model_foundry.adapters.base import ScratchAdapter, normal_init
 from model_foundry.adapters.gpt_config import SPEC, GPTConfig
 
 # Our nn.Linear weights that Hugging Face's GPT-2 keeps transposed (Conv1D); `{}` is the layer index.
@@ -142,17 +142,10 @@ class GPT(nn.Module):
         )
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         self.lm_head.weight = self.transformer.wte.weight  # weight tying
-        self.apply(self._init_weights)
+        self.apply(normal_init)
         for name, p in self.named_parameters():  # scaled init of residual projections (GPT-2 paper)
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         B, T = idx.shape
