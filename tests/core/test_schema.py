@@ -30,7 +30,8 @@ def test_builds_with_defaults_and_coercions():
     obj = build(Outer, {"name": "x", "maybe": 2, "extra": {"k": 1}, "inner": {"size": 3}}, "o")
     assert obj.tags == ["a"] and obj.maybe == 2.0 and isinstance(obj.maybe, float)
     assert obj.extra == {"k": 1} and obj.inner == Inner(3)
-    assert build(Outer, {"name": "y"}, "o").tags is not build(Outer, {"name": "z"}, "o").tags  # no shared default
+    # no shared mutable default between instances
+    assert build(Outer, {"name": "y"}, "o").tags is not build(Outer, {"name": "z"}, "o").tags
 
 
 @pytest.mark.parametrize(
