@@ -243,7 +243,7 @@ def load_adapter(path: str | Path, device: str | torch.device = "cpu") -> BaseAd
 
     config, meta = read_model_info(path)
     spec = get_spec(meta.get("architecture") or config.get("architecture"))
-    if not (Path(path) / WEIGHTS_NAME).exists() and not list(Path(path).glob("*.safetensors")):
+    if not any(Path(path).glob("*.safetensors")):  # model.safetensors or shards
         raise FoundryError(
             f"{path} has no weights yet.", "Run the train stage (`dvc repro`) to produce them."
         )

@@ -1,4 +1,7 @@
-"""Options shared by several commands, declared once."""
+"""Options shared by several commands, declared once.
+
+Stage paths have no defaults on purpose: dvc.yaml is the one place they are written.
+"""
 
 from __future__ import annotations
 
@@ -14,3 +17,9 @@ DataDirOpt = Annotated[
 ]
 OutOpt = Annotated[Path, typer.Option("--out", help="Where to write (replaced atomically).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+CorpusOpt = Annotated[Path, typer.Option("--corpus", help="The import stage's corpus folder.")]
+SourceOpt = Annotated[Path, typer.Option("--source", help="The import stage's model source folder.")]
+CorpusOutOpt = Annotated[Path, typer.Option("--corpus-out", help="Folder for the train/val splits.")]
+SourceOutOpt = Annotated[Path, typer.Option("--source-out", help="Folder for the model source.")]
+PlotsOpt = Annotated[Path, typer.Option("--plots", help="Folder for the loss-by-step CSVs.")]
+MetricsOpt = Annotated[Path, typer.Option("--metrics", help="The metrics file to write.")]

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
 
 import typer
 
-from model_foundry.cli.options import DataDirOpt, ModelDirOpt, OutOpt, ParamsOpt, QuietOpt
+from model_foundry.cli.options import (
+    CorpusOpt,
+    CorpusOutOpt,
+    DataDirOpt,
+    MetricsOpt,
+    ModelDirOpt,
+    OutOpt,
+    ParamsOpt,
+    PlotsOpt,
+    QuietOpt,
+    SourceOpt,
+    SourceOutOpt,
+)
 from model_foundry.config import load_params
 
 
@@ -26,13 +37,9 @@ def validate(params: ParamsOpt = Path("params.yaml")) -> None:
 
 
 def import_(
+    corpus_out: CorpusOutOpt,
+    source_out: SourceOutOpt,
     params: ParamsOpt = Path("params.yaml"),
-    corpus_out: Annotated[Path, typer.Option("--corpus-out", help="Folder for train/val splits.")] = Path(
-        "data/corpus"
-    ),
-    source_out: Annotated[Path, typer.Option("--source-out", help="Folder for the model source.")] = Path(
-        "data/source"
-    ),
 ) -> None:
     """import stage: bring the corpus (split into train/val) and the model source into the repo."""
     from model_foundry.stages import ingest
@@ -47,11 +54,9 @@ def import_(
 
 
 def convert(
+    source: SourceOpt,
+    out: OutOpt,
     params: ParamsOpt = Path("params.yaml"),
-    source: Annotated[Path, typer.Option("--source", help="The import stage's model source folder.")] = Path(
-        "data/source"
-    ),
-    out: OutOpt = Path("models/model"),
 ) -> None:
     """convert stage: write the model in the canonical layout models/<name>/."""
     from model_foundry.stages import convert as stage
@@ -61,12 +66,10 @@ def convert(
 
 
 def tokenize(
+    corpus: CorpusOpt,
+    model: ModelDirOpt,
+    out: OutOpt,
     params: ParamsOpt = Path("params.yaml"),
-    corpus: Annotated[Path, typer.Option("--corpus", help="The import stage's corpus folder.")] = Path(
-        "data/corpus"
-    ),
-    model: ModelDirOpt = Path("models/model"),
-    out: OutOpt = Path("data/tokenized"),
 ) -> None:
     """tokenize stage: train (or reuse) a tokenizer and write token ids as memmap arrays."""
     from model_foundry.stages import tokenize as stage
@@ -79,11 +82,11 @@ def tokenize(
 
 
 def train(
+    model: ModelDirOpt,
+    data: DataDirOpt,
+    out: OutOpt,
+    plots: PlotsOpt,
     params: ParamsOpt = Path("params.yaml"),
-    model: ModelDirOpt = Path("models/model"),
-    data: DataDirOpt = Path("data/tokenized"),
-    out: OutOpt = Path("models/model-trained"),
-    plots: Annotated[Path, typer.Option("--plots", help="Folder for the loss-by-step CSVs.")] = Path("plots"),
     quiet: QuietOpt = False,
 ) -> None:
     """train stage: train the model and save it (safetensors + config + tokenizer + metadata)."""
@@ -97,12 +100,10 @@ def train(
 
 
 def evaluate(
+    model: ModelDirOpt,
+    data: DataDirOpt,
+    metrics: MetricsOpt,
     params: ParamsOpt = Path("params.yaml"),
-    model: ModelDirOpt = Path("models/model-trained"),
-    data: DataDirOpt = Path("data/tokenized"),
-    metrics: Annotated[Path, typer.Option("--metrics", help="The metrics file to write.")] = Path(
-        "metrics.json"
-    ),
 ) -> None:
     """evaluate stage: validation metrics (and a unigram baseline) into metrics.json and MLflow."""
     from model_foundry.stages import evaluate as stage

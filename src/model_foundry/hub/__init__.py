@@ -41,6 +41,7 @@ from model_foundry.hub.validate import (
 __all__ = [
     "ImportPlan",
     "accept_for_pipeline",
+    "checked_download",
     "ImportResult",
     "import_model",
     "materialize",
@@ -157,6 +158,27 @@ def _license_owner(plan: ImportPlan) -> str:
     return plan.snapshot.repo_id or plan.snapshot.where
 
 
+def checked_download(
+    plan: ImportPlan,
+    acknowledge_license: Callable[[], dict | None],
+    *,
+    force: bool,
+    progress: bool,
+    warn: Callable[[str], None],
+    echo: Echo,
+) -> tuple[dict | None, dict[str, LocalFile]]:
+    """What every import does once it has a plan, CLI and pipeline alike: report the notes and the memory
+    estimate, enforce the memory limit, get the licence acknowledged, then download (the cache is reused).
+    Returns (licence acknowledgment, local files)."""
+    for note in plan.notes:
+        warn(note)
+    assert plan.memory is not None
+    echo(f"{plan.snapshot.label}: {plan.architecture} — {plan.memory.describe()}")
+    check_memory(plan.memory, force, warn)
+    acknowledgment = acknowledge_license()
+    return acknowledgment, fetch(plan.snapshot, plan.selection.all, progress)
+
+
 def import_model(
     source: str,
     models_dir: str | Path = "models",
@@ -193,16 +215,14 @@ def import_model(
     wanted = check_name(name) if name is not None else default_name(src)
     final = choose_name(models_dir, wanted, version_suffix)
     plan = plan_import(source, revision, allow_pickle=allow_pickle, cache_dir=cache_dir, echo=echo)
-    for note in plan.notes:
-        warn(note)
-    assert plan.memory is not None
-    echo(f"{plan.snapshot.label}: {plan.architecture} — {plan.memory.describe()}")
-    check_memory(plan.memory, force, warn)
-    ack = acknowledge(
-        plan.license, _license_owner(plan), accepted=accept_license, via="--accept-license",
-        interactive=interactive, confirm=confirm, echo=echo,
+    ack, local = checked_download(
+        plan,
+        lambda: acknowledge(
+            plan.license, _license_owner(plan), accepted=accept_license, via="--accept-license",
+            interactive=interactive, confirm=confirm, echo=echo,
+        ),
+        force=force, progress=progress, warn=warn, echo=echo,
     )  # fmt: skip
-    local = fetch(plan.snapshot, plan.selection.all, progress)
     if taken(models_dir, final):  # created meanwhile by someone else: never replace it
         choose_name(models_dir, final, False)
     now = datetime.now(timezone.utc).replace(microsecond=0).isoformat()

@@ -35,8 +35,6 @@ def _import_pretrained(entry: ModelEntry, out: Path, progress: bool) -> dict[str
     stage builds models/<name>/ from the cache at the recorded commit, verifying every hash.
     """
     from model_foundry import hub
-    from model_foundry.hub.download import fetch
-    from model_foundry.hub.validate import check_memory
 
     plan = hub.plan_import(entry.source, entry.revision)
     if plan.architecture != entry.architecture:
@@ -45,13 +43,14 @@ def _import_pretrained(entry: ModelEntry, out: Path, progress: bool) -> dict[str
             f"({plan.architecture}), but the entry says architecture: {entry.architecture}.",
             f"Set `architecture: {plan.architecture}` in models.{entry.name}.",
         )
-    for note in plan.notes:
-        print(f"warning: {note}")
-    assert plan.memory is not None
-    print(f"{plan.snapshot.label}: {plan.architecture} — {plan.memory.describe()}")
-    check_memory(plan.memory, force=False, warn=lambda m: print(f"warning: {m}"))
-    acknowledgment = hub.accept_for_pipeline(plan, entry.license_accepted, entry.name)
-    local = fetch(plan.snapshot, plan.selection.all, progress)
+    acknowledgment, local = hub.checked_download(
+        plan,
+        lambda: hub.accept_for_pipeline(plan, entry.license_accepted, entry.name),
+        force=False,
+        progress=progress,
+        warn=lambda message: print(f"warning: {message}"),
+        echo=print,
+    )
     record = hub.source_record(plan, local, progress)
     record["license_acknowledgment"] = acknowledgment
     with atomic_dir(out) as tmp:
