@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from model_foundry.adapters import get_spec
 from model_foundry.adapters.spec import ArchitectureSpec
 from model_foundry.errors import FoundryError
+from model_foundry.naming import check_name
 from model_foundry.schema import build, rule
 
 BUILTIN_CORPUS = "builtin:pydoc_topics"
@@ -72,7 +76,10 @@ class EvaluateConfig:
 
 
 # Catalog keys that describe where a model comes from; everything else in an entry is architecture config.
-ENTRY_KEYS = ("architecture", "source", "revision", "license_accepted", "tokenizer_override", "description")
+ENTRY_KEYS = (
+    "architecture", "source", "revision", "license_accepted", "tokenizer_override", "description",
+    "init_missing",  # imported checkpoint lacking tensors its class needs: initialise them once, seeded
+)  # fmt: skip
 # Sections an entry may override for itself (a masked-LM entry sets `train: {objective: masked_lm}`), so
 # `dvc exp run -S model_name=<entry>` alone switches objective and tokenizer with the model.
 OVERRIDABLE = ("tokenizer", "train", "evaluate")
@@ -89,6 +96,9 @@ class ModelEntry:
     license_accepted: bool = False
     tokenizer_override: str | None = None
     description: str = ""
+    # Hub/folder sources only: tensors the checkpoint lacks (e.g. the MLM head of an encoder-only BERT) are
+    # initialised once with a fixed seed and saved into models/<name>/ instead of refusing the import.
+    init_missing: bool = False
 
     @property
     def is_scratch(self) -> bool:
@@ -104,6 +114,7 @@ class Params:
     train: TrainConfig
     evaluate: EvaluateConfig
     catalog: dict[str, dict]
+    shadowed: list[Shadow] = field(default_factory=list)  # global settings the selected entry overrides
 
     def flat(self) -> dict[str, Any]:
         """Flattened sections for MLflow (`train.lr`, `model.n_layer`, ...)."""
@@ -145,7 +156,17 @@ def parse_entry(name: str, raw: Any) -> ModelEntry:
         license_accepted=bool(raw.get("license_accepted", False)),
         tokenizer_override=raw.get("tokenizer_override"),
         description=str(raw.get("description", "")),
+        init_missing=_init_missing(raw.get("init_missing", False), where),
     )
+
+
+def _init_missing(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise FoundryError(
+            f"{where}.init_missing = {value!r} must be true or false.",
+            "Set `init_missing: true` to initialise (seeded, once) the tensors an imported checkpoint lacks.",
+        )
+    return value
 
 
 SECTIONS = {
@@ -158,10 +179,25 @@ TOP_KEYS = ("model_name", "models", *SECTIONS)
 
 
 def parse_params(raw: Any) -> Params:
-    """Validate a params mapping; every error names the field, the bad value and what is allowed."""
+    """Validate a params mapping; every error names the field, the bad value and what is allowed.
+
+    Checks the top-level sections as written (a bad global value is an error even where the selected entry
+    overrides it, since another entry will use it), then the selected entry and its effective config.
+    Raises FoundryError on the first problem; `check_params` lists them all.
+    """
+    _check_top_level(raw)
+    name = raw.get("model_name")
+    _check_model_name(name, raw["models"])
+    check_name(name, "Catalog key")
+    for key, cls in SECTIONS.items():
+        build(cls, raw.get(key), key)
+    return _parse_selected(raw, name)
+
+
+def _check_top_level(raw: Any) -> None:
     if not isinstance(raw, dict):
         raise FoundryError("params.yaml must be a mapping at the top level.")
-    unknown = sorted(set(raw) - set(TOP_KEYS))
+    unknown = sorted(set(raw) - set(TOP_KEYS), key=str)
     if unknown:
         raise FoundryError(
             f"params.yaml: unknown section(s) {', '.join(map(repr, unknown))}.",
@@ -170,17 +206,31 @@ def parse_params(raw: Any) -> Params:
     catalog = raw.get("models")
     if not isinstance(catalog, dict) or not catalog:
         raise FoundryError("params.yaml has no `models:` catalog.", "Add at least one entry under `models:`.")
-    name = raw.get("model_name")
+
+
+def _check_model_name(name: Any, catalog: dict) -> None:
     if not isinstance(name, str) or name not in catalog:
         raise FoundryError(
             f"model_name = {name!r} is not in the `models:` catalog.",
-            f"Use one of: {', '.join(catalog)} (or add an entry under `models:`).",
+            f"Use one of: {', '.join(map(str, catalog))} (or add an entry under `models:`).",
         )
-    model = parse_entry(name, catalog[name])
-    sections = {key: build(cls, _merged(raw, catalog[name], key), key) for key, cls in SECTIONS.items()}
+
+
+def _parse_selected(raw: dict, name: str) -> Params:
+    """The entry `name`, its override sections as written, and the effective (merged) sections."""
+    catalog = raw["models"]
+    entry = catalog[name]
+    model = parse_entry(name, entry)
+    for key in OVERRIDABLE:
+        override = entry.get(key)
+        if override is not None:
+            build(SECTIONS[key], override, f"models.{name}.{key}")
+    sections = {key: build(cls, _merged(raw, entry, key), key) for key, cls in SECTIONS.items()}
     train: TrainConfig = sections["train"]
     _check_compatibility(model, train)
-    return Params(model_name=name, model=model, catalog=catalog, **sections)
+    return Params(
+        model_name=name, model=model, catalog=catalog, shadowed=shadowed_settings(raw, name), **sections
+    )
 
 
 def _merged(raw: dict, entry: dict, section: str) -> Any:
@@ -192,6 +242,44 @@ def _merged(raw: dict, entry: dict, section: str) -> Any:
     if not isinstance(override, dict):
         raise FoundryError(f"models.<entry>.{section} must be a mapping of {section} settings.")
     return {**(base or {}), **override}
+
+
+def check_params(raw: Any) -> list[FoundryError]:
+    """Every problem in a params mapping, not only the first: what `foundry validate` reports.
+
+    Checks, each once: the top level (a structural problem stops here), `model_name`, every catalog key
+    against the naming rule (model_foundry.naming), every top-level section as written, and every catalog
+    entry: its own settings, its `tokenizer:`/`train:`/`evaluate:` overrides as written and its effective
+    config (the merged sections and the architecture × objective checks), as if it were selected.
+    Returns the problems in that order; an empty list means valid.
+    """
+    try:
+        _check_top_level(raw)
+    except FoundryError as e:
+        return [e]
+    problems: list[FoundryError] = []
+    seen: set[str] = set()
+
+    def attempt(check: Callable[[], Any], context: str = "") -> None:
+        try:
+            check()
+        except FoundryError as e:
+            if e.message in seen:  # e.g. a bad global value, inherited by every entry
+                return
+            seen.add(e.message)
+            named = not context or re.search(re.escape(context) + r"(?![\w-])", e.message)
+            message = e.message if named else f"{context} (effective config): {e.message}"
+            problems.append(FoundryError(message, e.hint))
+
+    catalog = raw["models"]
+    attempt(lambda: _check_model_name(raw.get("model_name"), catalog))
+    for name in catalog:
+        attempt(lambda name=name: check_name(name, "Catalog key"))
+    for key, cls in SECTIONS.items():
+        attempt(lambda key=key, cls=cls: build(cls, raw.get(key), key))
+    for name in catalog:
+        attempt(lambda name=name: _parse_selected(raw, name), f"models.{name}")
+    return problems
 
 
 def _check_compatibility(model: ModelEntry, train: TrainConfig) -> None:
@@ -216,7 +304,8 @@ def _check_compatibility(model: ModelEntry, train: TrainConfig) -> None:
         )
 
 
-def load_params(path: str | os.PathLike = "params.yaml") -> Params:
+def read_params(path: str | os.PathLike = "params.yaml") -> Any:
+    """The raw mapping in params.yaml (not validated). Raises FoundryError if missing or not YAML."""
     import yaml
 
     path = Path(path)
@@ -225,9 +314,77 @@ def load_params(path: str | os.PathLike = "params.yaml") -> Params:
             f"Params file {path} does not exist.", "Run from the repo root or pass --params PATH."
         )
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise FoundryError(
             f"{path} is not valid YAML: {e}", "Fix the YAML syntax at the line shown."
         ) from None
-    return parse_params(raw)
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def load_params(
+    path: str | os.PathLike = "params.yaml", echo: Callable[[str], None] | None = _stderr
+) -> Params:
+    """Read and validate params.yaml for a stage; raises FoundryError naming the first problem.
+
+    Every global setting the selected entry shadows with a different value is reported through `echo`
+    (stderr by default, one `note:` line per key; None to stay quiet), so a `-S train.steps=...` that
+    the entry overrides is never lost silently.
+    """
+    params = parse_params(read_params(path))
+    if echo is not None:
+        for shadow in params.shadowed:
+            echo(f"note: {shadow}")
+    return params
+
+
+@dataclass(frozen=True)
+class Shadow:
+    """A top-level setting that the selected catalog entry overrides with a different value."""
+
+    entry: str  # catalog key
+    section: str  # tokenizer | train | evaluate
+    key: str
+    value: Any  # the entry's value: the one used
+    global_value: Any  # the top-level value: ignored for this entry
+
+    def __str__(self) -> str:
+        where = f"models.{self.entry}.{self.section}"
+        return (
+            f"{self.section}.{self.key} = {self.value!r} from {where} (global {self.section}.{self.key} = "
+            f"{self.global_value!r} is shadowed; override with -S {where}.{self.key}={self.global_value})"
+        )
+
+
+def shadowed_settings(raw: dict, name: str) -> list[Shadow]:
+    """The top-level `tokenizer:`/`train:`/`evaluate:` keys that entry `name` sets to a different value.
+
+    Pure: reads the raw params mapping only. Precedence is entry over global, key by key; a key the global
+    section leaves out (the default applies) is not reported. Numbers compare by value (2e-5 == 0.00002).
+    """
+    entry = raw.get("models", {}).get(name)
+    if not isinstance(entry, dict):
+        return []
+    out = []
+    for section in OVERRIDABLE:
+        base, override = raw.get(section), entry.get(section)
+        if not isinstance(base, dict) or not isinstance(override, dict):
+            continue
+        for key, value in override.items():
+            if key in base and not _same_value(value, base[key]):
+                out.append(Shadow(name, section, key, value, base[key]))
+    return out
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    if a == b:
+        return True
+    if isinstance(a, bool) or isinstance(b, bool):
+        return False
+    try:
+        return float(a) == float(b)  # YAML 1.1 reads 1e-3 as a string, 1.0e-3 as a float
+    except (TypeError, ValueError):
+        return False

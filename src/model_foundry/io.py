@@ -12,12 +12,25 @@ from pathlib import Path
 from typing import Any
 
 
+def _umask() -> int:
+    """The process umask (read by setting and restoring it: the os module has no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _normal_mode(path: Path, *, directory: bool) -> None:
+    """`tempfile` creates owner-only entries (0700/0600); give them the mode a plain mkdir/open would."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp folder beside `final`; on success it replaces `final`, on error it is removed."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    _normal_mode(tmp, directory=True)
     try:
         yield tmp
     except BaseException:
@@ -39,6 +52,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
     try:
+        _normal_mode(Path(tmp), directory=False)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)
@@ -49,8 +63,11 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def write_json(path: str | os.PathLike, data: Any, *, atomic: bool = True) -> None:
-    """JSON with sorted keys and a final newline, so identical content hashes identically."""
-    text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    """JSON with sorted keys and a final newline, so identical content hashes identically.
+
+    Raises ValueError on NaN or ±Infinity: they are not JSON, and no result of ours may be non-finite.
+    """
+    text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
     if atomic:
         atomic_write_text(path, text)
     else:

@@ -8,6 +8,7 @@ store, so every experiment shows up in one `mlflow ui`.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import subprocess
 from collections.abc import Iterator
@@ -16,6 +17,9 @@ from typing import Any
 
 EXPERIMENT = "model-foundry"
 WEIGHTS_TAG = "foundry.weights_sha256"
+EVAL_PREFIX = "eval_"  # the evaluate stage's metrics on a training run
+EVAL_COPIED_TAG = "foundry.eval_copied_from"  # the run whose evaluation of the same weights was copied
+PARAM_LIMIT = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH in mlflow 3 (a test checks they agree)
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -83,16 +87,85 @@ class Tracker:
         self.run_id: str = run.info.run_id
 
     def log(self, metrics: dict[str, float], step: int | None = None) -> None:
-        self.mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step, synchronous=False)
+        """Log metrics; raises ValueError on NaN/Infinity (no non-finite number is ever recorded)."""
+        self.mlflow.log_metrics(finite_metrics(metrics), step=step, synchronous=False)
 
     def log_params(self, params: dict[str, Any]) -> None:
-        self.mlflow.log_params({k: ("" if v is None else str(v)[:6000]) for k, v in params.items()})
+        """Log params as strings; one longer than MLflow's limit is cut with a visible marker and logged
+        in full as the artifact `params/<key>.txt`."""
+        logged = {}
+        for key, value in params.items():
+            logged[key], full = param_value(key, value)
+            if full is not None:
+                self.mlflow.log_text(full, f"params/{key}.txt")
+        self.mlflow.log_params(logged)
 
     def set_tags(self, tags: dict[str, str]) -> None:
         self.mlflow.set_tags(tags)
 
     def log_artifact(self, path: str | Path) -> None:
         self.mlflow.log_artifact(str(path))
+
+    def attach_earlier_evaluation(self, weights_sha256: str) -> str | None:
+        """Copy the latest evaluation of the same weights (from another run) onto this run.
+
+        DVC skips the evaluate stage when retraining gives byte-identical weights; this keeps every training
+        run carrying the evaluation of the weights it produced. Returns the source run id (tagged on this run
+        as EVAL_COPIED_TAG), or None when these weights were never evaluated in this store.
+        """
+        found = earlier_evaluation(weights_sha256, exclude_run_id=self.run_id)
+        if found is None:
+            return None
+        source, metrics = found
+        self.log(metrics)
+        self.set_tags({EVAL_COPIED_TAG: source})
+        return source
+
+    def attach_recorded_evaluation(self, model_dir: str | Path) -> str | None:
+        """Attach the evaluation `dvc.lock` records for exactly these bytes of `model_dir`, if any.
+
+        The fresh-clone case of `attach_earlier_evaluation`: the store is new, but the committed lock says an
+        evaluate stage scored this very folder (same DVC hash) and its metrics file is unchanged. Returns the
+        source (`dvc.lock`, tagged as EVAL_COPIED_TAG) or None.
+        """
+        from model_foundry.dvc_lock import LOCK_NAME, recorded_metrics_for
+
+        model_dir = Path(model_dir).resolve()
+        root = next((d for d in model_dir.parents if (d / LOCK_NAME).is_file()), None)
+        metrics = recorded_metrics_for(root, model_dir) if root else None
+        if metrics is None:
+            return None
+        self.log(evaluation_metrics(metrics))
+        self.set_tags({EVAL_COPIED_TAG: LOCK_NAME})
+        return LOCK_NAME
+
+
+def evaluation_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """metrics.json → the `eval_*` metrics of a training run (`unigram` → `eval_unigram_*`)."""
+    flat = {f"{EVAL_PREFIX}{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
+    unigram = metrics.get("unigram")
+    if isinstance(unigram, dict):
+        flat.update(
+            {f"{EVAL_PREFIX}unigram_{k}": v for k, v in unigram.items() if isinstance(v, (int, float))}
+        )
+    return flat
+
+
+def finite_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """Metrics as floats; raises ValueError naming any NaN/Infinity (never logged)."""
+    values = {k: float(v) for k, v in metrics.items()}
+    if bad := [k for k, v in values.items() if not math.isfinite(v)]:
+        raise ValueError(f"non-finite metrics {bad}: {[values[k] for k in bad]}")
+    return values
+
+
+def param_value(key: str, value: Any, limit: int = PARAM_LIMIT) -> tuple[str, str | None]:
+    """(the string MLflow stores, the full string when that had to be cut, else None)."""
+    text = "" if value is None else str(value)
+    if len(text) <= limit:
+        return text, None
+    marker = f"…[truncated, {len(text)} chars; full value in artifact params/{key}.txt]"
+    return text[: limit - len(marker)] + marker, text
 
 
 @contextlib.contextmanager
@@ -107,17 +180,57 @@ def start_run(run_name: str, tags: dict[str, str], run_id: str | None = None) ->
         mlflow.flush_async_logging()
 
 
-def find_run_by_weights(sha256: str) -> str | None:
-    """The training run that produced these weights (tagged at the end of training), if this store has it."""
+def _runs_with_weights(sha256: str) -> list[Any]:
+    """The training runs that produced these weights (tagged at the end of training), newest first."""
     mlflow = _setup()
-    runs = mlflow.search_runs(
+    return mlflow.search_runs(
         experiment_names=[EXPERIMENT],
         filter_string=f"tags.`{WEIGHTS_TAG}` = '{sha256}'",
         order_by=["attributes.start_time DESC"],
-        max_results=1,
         output_format="list",
     )
-    return runs[0].info.run_id if runs else None
+
+
+def find_runs_by_weights(sha256: str) -> list[str]:
+    """Ids of every training run that produced these weights (retraining with the same seed repeats them)."""
+    return [run.info.run_id for run in _runs_with_weights(sha256)]
+
+
+def find_run_by_weights(sha256: str) -> str | None:
+    """The newest training run that produced these weights, if this store has one."""
+    runs = find_runs_by_weights(sha256)
+    return runs[0] if runs else None
+
+
+def earlier_evaluation(sha256: str, exclude_run_id: str | None = None) -> tuple[str, dict[str, float]] | None:
+    """(run id, its eval_* metrics) of the newest run with these weights that has an evaluation, or None.
+
+    The run id is where the evaluation was first logged: a run that itself holds a copy names its source.
+    """
+    for run in _runs_with_weights(sha256):
+        metrics = {k: v for k, v in run.data.metrics.items() if k.startswith(EVAL_PREFIX)}
+        if run.info.run_id != exclude_run_id and metrics:
+            return run.data.tags.get(EVAL_COPIED_TAG) or run.info.run_id, metrics
+    return None
+
+
+def log_evaluation(run_ids: list[str], metrics: dict[str, float]) -> None:
+    """Log the evaluate stage's metrics into each of these runs (they produced the evaluated weights).
+
+    Raises ValueError on NaN/Infinity. A copied-evaluation tag is dropped: the run now has its own.
+    """
+    import time
+
+    from mlflow.entities import Metric
+
+    mlflow = _setup()
+    values = finite_metrics(metrics)
+    client = mlflow.MlflowClient()
+    now = int(time.time() * 1000)
+    for run_id in run_ids:
+        client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in values.items()], synchronous=True)
+        if EVAL_COPIED_TAG in client.get_run(run_id).data.tags:
+            client.delete_tag(run_id, EVAL_COPIED_TAG)
 
 
 def loss_curve_png(

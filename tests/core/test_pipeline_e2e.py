@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 
 import pytest
@@ -11,7 +12,7 @@ import yaml
 from conftest import make_repo_copy, run_cmd, tiny_params
 
 pytestmark = pytest.mark.slow
-STAGES = ["import", "convert", "tokenize", "train", "evaluate"]
+STAGES = ["inputs", "import", "convert", "tokenize", "train", "evaluate"]
 
 
 def _env(repo):
@@ -43,8 +44,21 @@ def test_repro_lock_metrics_mlflow_and_noop_rerun(tmp_path):
     assert tags["model_name"] == "gpt-tiny-trained" and tags["git_commit"]
     assert {"train_loss", "val_loss", "eval_perplexity", "eval_unigram_perplexity"} <= metric_keys
 
-    again = run_cmd(["dvc", "repro"], repo, **_env(repo))
-    assert "didn't change, skipping" in again.stdout and "Running stage" not in again.stdout
+    again = run_cmd(["dvc", "repro"], repo, **_env(repo))  # only `inputs` runs (always_changed): same bytes
+    assert "didn't change, skipping" in again.stdout
+    assert re.findall(r"Running stage '([\w-]+)'", again.stdout) == ["inputs"]
+
+    # A fresh clone has an empty MLflow store: retraining gives the same bytes, DVC skips evaluate, and the
+    # new training run still carries the evaluation that dvc.lock records for those bytes.
+    (repo / "mlflow.db").unlink()
+    retrain = run_cmd(["dvc", "repro", "--force", "train"], repo, **_env(repo))
+    assert "Running stage 'evaluate'" not in retrain.stdout
+    with sqlite3.connect(repo / "mlflow.db") as db:
+        (run_id,) = db.execute("select run_uuid from runs").fetchone()
+        tags = dict(db.execute("select key, value from tags where run_uuid = ?", (run_id,)).fetchall())
+        evals = dict(db.execute("select key, value from latest_metrics where key like 'eval_%'").fetchall())
+    assert tags["foundry.eval_copied_from"] == "dvc.lock"
+    assert evals["eval_perplexity"] == pytest.approx(metrics["perplexity"])
 
 
 def test_two_clean_copies_reproduce_identical_hashes(tmp_path):

@@ -115,6 +115,11 @@ class BaseAdapter:
         for _ in range(max_new_tokens):
             context = ids if self.max_context is None else ids[:, -self.max_context :]
             logits = self.logits(context)[:, -1, :].float()  # (B, V)
+            if not bool(torch.isfinite(logits.logsumexp(-1)).all()):  # NaN, +inf, or every token -inf
+                raise FoundryError(
+                    "The model gave non-finite logits (NaN or infinity): it cannot generate.",
+                    "Its weights are damaged or diverged: retrain it or restore it with `dvc checkout`.",
+                )
             if temperature == 0:
                 nxt = logits.argmax(dim=-1, keepdim=True)
             else:

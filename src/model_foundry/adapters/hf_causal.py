@@ -36,6 +36,22 @@ def load_hf_tokenizer(path: str | Path) -> Any:
     return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False, local_files_only=True)
 
 
+def require_complete(path: Path, model_cls: Any) -> None:
+    """FoundryError unless the folder's weights hold every tensor `model_cls` needs, in the right shape."""
+    from model_foundry.adapters.hf_weights import check_weights, missing_error, require_shapes
+
+    check = check_weights(path, model_cls)
+    require_shapes(check, str(path))
+    if check.missing:
+        raise missing_error(
+            check,
+            str(path),
+            "The weight files changed after the import (metadata.json records their sha256), or the folder "
+            "was not written by Model Foundry: re-import the model with `foundry import-model` (with "
+            "--init-missing to initialise the missing tensors once, seeded, and save them).",
+        )
+
+
 class HFAdapter(BaseAdapter):
     """Shared by causal and masked families: load with the family's concrete class, save as HF does."""
 
@@ -71,12 +87,21 @@ class HFAdapter(BaseAdapter):
 
     @classmethod
     def load_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> HFAdapter:
+        """Load the folder with the family's class; FoundryError if its weights lack a tensor the class needs.
+
+        Without that check transformers would fill the gap with random values, different at every load.
+        """
         path = Path(path)
         config, meta = read_model_info(path)
         model_cls = cls.model_class(config.get("model_type"), str(path))
+        require_complete(path, model_cls)
         dtype_name = (meta.get("load") or {}).get("dtype", "float32")
         dtype = "auto" if dtype_name == "auto" else TORCH_DTYPES[dtype_name]
-        model = model_cls.from_pretrained(str(path), dtype=dtype, local_files_only=True)
+        model, info = model_cls.from_pretrained(
+            str(path), dtype=dtype, local_files_only=True, output_loading_info=True
+        )
+        if info["missing_keys"]:  # the header check above already refuses this; never load random weights
+            raise FoundryError(f"{path}: weights missing at load: {sorted(info['missing_keys'])[:8]}.")
         model.to(device)
         return cls(
             model,
@@ -191,8 +216,6 @@ class HFCausalAdapter(HFAdapter):
                 f"{self.architecture or type(self).__name__} has no chat template.",
                 "Use a chat/instruct checkpoint, or prompt it with plain text.",
             )
-        out = tok.apply_chat_template(
-            messages, chat_template=template, add_generation_prompt=add_generation_prompt, tokenize=True
-        )
-        ids = out["input_ids"] if isinstance(out, dict) or hasattr(out, "keys") else out
-        return list(ids)
+        from model_foundry.data.encoding import encode_chat  # message contents are data, the markup is not
+
+        return encode_chat(tok, messages, template, add_generation_prompt)

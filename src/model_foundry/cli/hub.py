@@ -32,6 +32,14 @@ def import_model(
     version_suffix: Annotated[
         bool, typer.Option("--version-suffix", help="If the name exists, import as <name>-v2, -v3, ...")
     ] = False,
+    init_missing: Annotated[
+        bool,
+        typer.Option(
+            "--init-missing",
+            help="If the checkpoint lacks tensors the model needs (e.g. an encoder without its MLM head), "
+            "initialise them once, seeded, and save them into the folder (default: refuse the import).",
+        ),
+    ] = False,
     link: Annotated[
         bool, typer.Option("--link", help="Hard-link a local folder's weights instead of copying them.")
     ] = False,
@@ -50,6 +58,7 @@ def import_model(
     result = run(
         source, models_dir, name=name, revision=revision, accept_license=accept_license, force=force,
         allow_pickle=allow_pickle, version_suffix=version_suffix, interactive=sys.stdin.isatty(), link=link,
+        init_missing=init_missing,
         confirm=confirm, progress=not quiet,
     )  # fmt: skip
     revision_text = f" @ {result.revision[:12]}" if result.revision else ""

@@ -18,12 +18,13 @@ def generate(
     top_k: Annotated[int, typer.Option(help="Sample among the k likeliest tokens; 0 = all.", min=0)] = 50,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
 ) -> None:
-    """Continue a prompt with a trained model."""
+    """Continue a prompt with a trained model (an error if its weights or logits are NaN/Infinity)."""
     import torch
 
     from model_foundry.adapters import get_spec
     from model_foundry.adapters.base import load_adapter, read_model_info
     from model_foundry.errors import FoundryError
+    from model_foundry.evaluation.finite import require_finite_weights
 
     config, meta = read_model_info(model)
     objective = (meta.get("training") or {}).get("objective")
@@ -34,12 +35,15 @@ def generate(
             "Generate with a model trained with train.objective: causal_lm (e.g. models/gpt-tiny-trained).",
         )
     adapter = load_adapter(model)
+    require_finite_weights(adapter.model, model)
     tok = adapter.tokenizer
     if tok is None:
         raise FoundryError(
             f"{model} has no tokenizer.", "Use a trained model folder (models/<name>-trained)."
         )
-    ids = tok.encode(prompt, add_special_tokens=False) if prompt else []
+    from model_foundry.data.encoding import encode_text
+
+    ids = encode_text(tok, prompt) if prompt else []  # the prompt is data: `</s>` in it is text
     start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
     ids = ids or [start]
     out = adapter.generate(

@@ -1,9 +1,10 @@
-"""The five stage commands dvc.yaml runs, plus `validate`."""
+"""The six stage commands dvc.yaml runs, plus `validate`."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -24,16 +25,51 @@ from model_foundry.config import load_params
 
 
 def validate(params: ParamsOpt = Path("params.yaml")) -> None:
-    """Check params.yaml (every catalog entry) without touching a model."""
-    from model_foundry.config import parse_entry
+    """Check params.yaml: every section as written, every catalog entry's effective config, names, and
+    conflicts with the repository (e.g. outputs overlapping `.dvc`-tracked folders). Lists every problem."""
+    import sys
 
-    p = load_params(params)
-    for name, raw in p.catalog.items():
-        parse_entry(name, raw)
+    from model_foundry.config import check_params, parse_params, read_params
+    from model_foundry.pipeline_checks import output_conflicts
+
+    raw = read_params(params)
+    problems = check_params(raw)
+    if isinstance(raw, dict) and isinstance(raw.get("models"), dict):
+        problems += output_conflicts(Path(params).parent, raw["models"])
+    for problem in problems:
+        print(f"error: {problem.message}", file=sys.stderr)
+        if problem.hint:
+            print(f"  hint: {problem.hint}", file=sys.stderr)
+    if problems:
+        print(f"{params}: {len(problems)} problem(s).", file=sys.stderr)
+        raise typer.Exit(2)
+    p = parse_params(raw)
+    for shadow in p.shadowed:
+        print(f"note: {shadow}", file=sys.stderr)
     print(
         f"{params}: ok. model_name={p.model_name} ({p.model.architecture}, source={p.model.source}); "
         f"catalog: {', '.join(p.catalog)}"
     )
+
+
+def inputs(
+    data_out: Annotated[Path, typer.Option("--data-out", help="JSON fingerprint of data.source.")],
+    model_out: Annotated[Path, typer.Option("--model-out", help="JSON fingerprint of the model source.")],
+    tokenizer_out: Annotated[
+        Path, typer.Option("--tokenizer-out", help="JSON fingerprint of the tokenizer_override.")
+    ],
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """inputs stage: validate params; fingerprint every input the stages read (local folders, data files)."""
+    from model_foundry.stages import inputs as stage
+
+    result = stage.run(load_params(params), data_out, model_out, tokenizer_out)
+    data = ", ".join(f"{d['source']} ({d['sha256'][:12]})" for d in result["data"]["data.source"])
+    model = result["model"]
+    print(f"data: {data}")
+    print(f"model source: {model['source']} ({model.get('sha256', model['kind'])[:12]})")
+    if result["tokenizer"]["tokenizer_override"]:
+        print(f"tokenizer_override: {result['tokenizer']['tokenizer_override']}")
 
 
 def import_(
@@ -114,6 +150,7 @@ def evaluate(
 
 def register(app: typer.Typer) -> None:
     app.command("validate")(validate)
+    app.command("inputs")(inputs)
     app.command("import")(import_)
     app.command("convert")(convert)
     app.command("tokenize")(tokenize)

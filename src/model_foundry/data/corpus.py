@@ -6,10 +6,15 @@ pipeline needs no network), or the user's .txt/.jsonl files and folders.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
+import re
+import unicodedata
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from model_foundry.config import BUILTIN_CORPUS, DataConfig
 from model_foundry.errors import FoundryError
@@ -17,24 +22,98 @@ from model_foundry.io import write_json
 
 SUFFIXES = (".txt", ".jsonl")
 MIN_DOCUMENTS = 10  # below this, documents are cut into paragraphs so both splits get text
+PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")  # a blank line (possibly holding spaces or tabs)
 
 
-def _decode(path: Path, data: bytes) -> str:
+# Byte-order marks, longest first (the UTF-32 LE mark starts with the UTF-16 LE one).
+BOMS = (
+    (b"\xff\xfe\x00\x00", "utf-32-le"),
+    (b"\x00\x00\xfe\xff", "utf-32-be"),
+    (b"\xef\xbb\xbf", "utf-8"),
+    (b"\xff\xfe", "utf-16-le"),
+    (b"\xfe\xff", "utf-16-be"),
+)
+
+
+@dataclass
+class Normalisation:
+    """What reading changed, summed over the files and documents of a corpus (recorded in stats.json)."""
+
+    files: int = 0
+    byte_order_marks: int = 0  # files that started with one (stripped; UTF-16/32 decoded)
+    utf16_or_utf32_files: int = 0
+    line_breaks_converted: int = 0  # documents with CRLF or CR line breaks, now LF
+    unicode_normalised: int = 0  # documents changed by NFC
+
+    def as_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+def _encoding_hint(path: Path, data: bytes) -> str:
+    """How to convert a file that is not UTF-8: a guess only where the bytes make one likely."""
+    out = f"{path.stem}.utf8{path.suffix}"
+    if data[:2000].count(0) > len(data[:2000]) // 4:  # every other byte zero: UTF-16 text without a mark
+        order = "UTF-16LE" if data[1:2] == b"\x00" else "UTF-16BE"
+        return f"It looks like {order} without a byte-order mark: `iconv -f {order} -t UTF-8 {path} > {out}`."
+    runs = re.findall(rb"[\x80-\xff]+", data)
+    if runs and sum(len(r) == 1 for r in runs) >= 0.9 * len(runs):  # lone accented letters: Latin-1 text
+        return f"It looks like Latin-1 (ISO-8859-1/Windows-1252): `iconv -f latin1 -t UTF-8 {path} > {out}`."
+    return f"Find its encoding with `file -i {path}`, then `iconv -f <ENCODING> -t UTF-8 {path} > {out}`."
+
+
+def decode_text(path: Path, data: bytes, norm: Normalisation) -> str:
+    """Bytes of a corpus file → text: a byte-order mark (UTF-8/16/32) is honoured and removed, anything else
+    must be UTF-8. Raises FoundryError with a conversion hint for other encodings."""
+    norm.files += 1
+    for mark, encoding in BOMS:
+        if data.startswith(mark):
+            norm.byte_order_marks += 1
+            norm.utf16_or_utf32_files += encoding != "utf-8"
+            try:
+                return data[len(mark) :].decode(encoding)
+            except UnicodeDecodeError as e:
+                raise FoundryError(
+                    f"{path} starts with a {encoding} byte-order mark but is not valid {encoding} "
+                    f"(offset {e.start + len(mark)}).",
+                    f"Find its encoding with `file -i {path}` and convert it to UTF-8 with `iconv`.",
+                ) from None
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise FoundryError(
             f"{path} is not UTF-8 text (invalid byte {data[e.start]:#04x} at offset {e.start}).",
-            f"Convert it first, e.g. `iconv -f latin1 -t utf-8 {path} > {path.stem}.utf8{path.suffix}`.",
+            _encoding_hint(path, data),
         ) from None
+    if "\x00" in text:  # valid UTF-8, but text has no NUL: UTF-16/32 without a mark, or a binary file
+        raise FoundryError(
+            f"{path} is not UTF-8 text (NUL byte at offset {data.index(0)}).", _encoding_hint(path, data)
+        )
+    return text
 
 
-def _read_file(path: Path, text_field: str) -> list[str]:
-    text = _decode(path, path.read_bytes())
+def normalise_text(text: str, norm: Normalisation) -> str:
+    """One document's text as every stage sees it: LF line breaks (from CRLF and CR) and Unicode NFC.
+
+    NFC only joins canonically equivalent sequences (e + combining accent → é), so no tokenizer reads the
+    text differently; tokenizers that want more (NFKC, lowercasing) apply their own normalizer on top.
+    """
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+        norm.line_breaks_converted += 1
+    nfc = unicodedata.normalize("NFC", text)
+    if nfc != text:
+        norm.unicode_normalised += 1
+    return nfc
+
+
+def _read_file(path: Path, text_field: str, norm: Normalisation) -> list[str]:
+    text = decode_text(path, path.read_bytes(), norm)
     if path.suffix == ".txt":
-        return [text]
+        return [normalise_text(text, norm)]
     docs = []
-    for lineno, line in enumerate(text.splitlines(), 1):
+    # Records end at LF (CRLF leaves a \r that JSON reads as whitespace); not str.splitlines(), which also
+    # splits at U+2028/U+2029/U+0085, characters valid inside JSON strings.
+    for lineno, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:
@@ -48,7 +127,7 @@ def _read_file(path: Path, text_field: str) -> list[str]:
                 f"{path}:{lineno} has no string field {text_field!r}.",
                 "Set data.text_field to the field that holds the text.",
             )
-        docs.append(record[text_field])
+        docs.append(normalise_text(record[text_field], norm))
     return docs
 
 
@@ -69,18 +148,23 @@ def _files(source: str) -> list[Path]:
     return files
 
 
-def load_documents(cfg: DataConfig) -> list[str]:
-    """All documents of the configured sources, in a stable order."""
+def load_documents(cfg: DataConfig, norm: Normalisation | None = None) -> list[str]:
+    """All documents of the configured sources, in a stable order, normalised (see `normalise_text`).
+
+    What normalisation changed is added into `norm` when given. Raises FoundryError for a missing source, a
+    file that is not text in a known encoding, bad JSONL, or an empty corpus.
+    """
+    norm = norm if norm is not None else Normalisation()
     sources = cfg.source if isinstance(cfg.source, list) else [cfg.source]
     docs: list[str] = []
     for source in sources:
         if source == BUILTIN_CORPUS:
             from pydoc_data.topics import topics
 
-            docs.extend(topics[k] for k in sorted(topics))
+            docs.extend(normalise_text(topics[k], norm) for k in sorted(topics))
         else:
             for f in _files(source):
-                docs.extend(_read_file(f, cfg.text_field))
+                docs.extend(_read_file(f, cfg.text_field, norm))
     docs = [d.strip() for d in docs if d.strip()]
     if not docs:
         raise FoundryError(
@@ -91,7 +175,7 @@ def load_documents(cfg: DataConfig) -> list[str]:
 
 
 def _paragraphs(docs: Iterable[str]) -> list[str]:
-    return [p.strip() for d in docs for p in d.split("\n\n") if p.strip()]
+    return [p.strip() for d in docs for p in PARAGRAPH_BREAK.split(d) if p.strip()]
 
 
 def split_documents(docs: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -127,12 +211,23 @@ def read_split(path: Path) -> list[str]:
         return [json.loads(line)["text"] for line in f]
 
 
-def import_corpus(cfg: DataConfig, out: Path) -> dict[str, dict[str, int]]:
-    """Write `train.jsonl`, `val.jsonl` and `stats.json` into `out` (a folder written whole or not at all)."""
+def import_corpus(cfg: DataConfig, out: Path) -> dict[str, Any]:
+    """Write `train.jsonl`, `val.jsonl` and `stats.json` into `out` (a folder written whole or not at all).
+
+    stats.json holds documents/characters/bytes per split and what reading normalised (`Normalisation`).
+    """
     from model_foundry.io import atomic_dir
 
-    train, val = split_documents(load_documents(cfg), cfg.val_fraction, cfg.seed)
+    norm = Normalisation()
+    train, val = split_documents(load_documents(cfg, norm), cfg.val_fraction, cfg.seed)
     with atomic_dir(out) as tmp:
-        stats = {"train": write_split(train, tmp / "train.jsonl"), "val": write_split(val, tmp / "val.jsonl")}
+        stats: dict[str, Any] = {
+            "train": write_split(train, tmp / "train.jsonl"),
+            "val": write_split(val, tmp / "val.jsonl"),
+            "normalisation": norm.as_dict(),
+        }
         write_json(tmp / "stats.json", stats, atomic=False)
+    changed = {k: v for k, v in norm.as_dict().items() if v and k != "files"}
+    if changed:
+        print(f"note: normalised on read: {', '.join(f'{k} {v}' for k, v in changed.items())}")
     return stats

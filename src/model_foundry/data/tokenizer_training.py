@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from model_foundry.data.encoding import MAX_RUN
 from model_foundry.errors import FoundryError
 
 
@@ -44,6 +45,14 @@ SPECIAL_TOKENS = {
 }
 
 
+def _bounded_runs() -> Any:
+    """A pre-tokenizer cutting whitespace-free runs over MAX_RUN characters into pieces of MAX_RUN (the last
+    shorter); shorter runs are left alone, so ordinary text tokenizes as without it."""
+    from tokenizers import Regex, pre_tokenizers
+
+    return pre_tokenizers.Split(Regex(rf"\S{{{MAX_RUN}}}(?=\S)"), behavior="isolated")
+
+
 def _bpe(vocab_size: int, min_frequency: int, special: list[str], texts: list[str]) -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -55,7 +64,9 @@ def _bpe(vocab_size: int, min_frequency: int, special: list[str], texts: list[st
             f"It needs at least {minimum} (256 bytes + {len(special)} special tokens + 1 merge); try 4096.",
         )
     tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [_bounded_runs(), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=special,
@@ -69,8 +80,17 @@ def _wordpiece(vocab_size: int, min_frequency: int, special: list[str], texts: l
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     tok = Tokenizer(models.WordPiece(unk_token=unk))
-    tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    # CJK ideographs become words of their own, as in BERT (written without spaces, a clause would be one
+    # word, and one [UNK]); nothing else of BertNormalizer (no lowercasing, accents kept).
+    tok.normalizer = normalizers.Sequence(
+        [
+            normalizers.NFC(),
+            normalizers.BertNormalizer(
+                clean_text=False, handle_chinese_chars=True, strip_accents=False, lowercase=False
+            ),
+        ]
+    )
+    tok.pre_tokenizer = pre_tokenizers.Sequence([_bounded_runs(), pre_tokenizers.BertPreTokenizer()])
     tok.decoder = decoders.WordPiece()
     trainer = trainers.WordPieceTrainer(
         vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=special, show_progress=False
@@ -90,7 +110,7 @@ def _unigram(vocab_size: int, min_frequency: int, special: list[str], texts: lis
 
     tok = Tokenizer(models.Unigram())
     tok.normalizer = normalizers.NFKC()
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(), _bounded_runs()])
     tok.decoder = decoders.Metaspace()
     # Unigram keeps every character as a piece: below that it fails or silently returns a larger vocabulary.
     chars = {c for t in texts for c in tok.normalizer.normalize_str(t).replace(" ", "\u2581")}
@@ -129,22 +149,59 @@ def _char(vocab_size: int, min_frequency: int, special: list[str], texts: list[s
     return tok
 
 
+TRAINERS: dict[str, Callable[..., Any]] = {"bpe": _bpe, "wordpiece": _wordpiece, "unigram": _unigram}
+
+
+def _train_backend(kind: str, vocab_size: int, min_frequency: int, objective: str, texts: list[str]) -> str:
+    """Train a `tokenizers.Tokenizer` and return it as JSON (runs in a child process)."""
+    special = SPECIAL_TOKENS[objective]
+    args = (vocab_size, min_frequency, special.all, texts)
+    tok = TRAINERS[kind](*args) if kind == "bpe" else TRAINERS[kind](*args, special.unk)
+    return tok.to_str()
+
+
+def run_isolated(what: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """`fn(*args)` in a child process (spawned: `fn` and its result must pickle), so that a native crash in
+    it (a segfault in a Rust or C++ library) becomes a FoundryError naming `what` instead of killing us.
+    A FoundryError raised by `fn` is raised here as it is."""
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        try:
+            return pool.submit(fn, *args).result()
+        except BrokenProcessPool:
+            raise FoundryError(
+                f"{what} crashed (the process died in native code).",
+                "Look for unusual text in the train split (very long words, binary data), "
+                "or try another tokenizer.type.",
+            ) from None
+
+
 def train_tokenizer(
     kind: str, texts: list[str], vocab_size: int, objective: str, min_frequency: int = 2
 ) -> Any:
-    """A trained `PreTrainedTokenizerFast` with the objective's special tokens."""
+    """A trained `PreTrainedTokenizerFast` with the objective's special tokens.
+
+    Raises FoundryError for an unknown kind, a vocabulary too small for it, or a crash of the native trainer.
+    """
     from transformers import PreTrainedTokenizerFast
 
+    if kind not in (*TRAINERS, "char"):
+        raise FoundryError(
+            f"tokenizer.type = {kind!r} is unknown.", f"Use one of: {', '.join([*TRAINERS, 'char'])}."
+        )
     special = SPECIAL_TOKENS[objective]
-    trainers: dict[str, Callable[..., Any]] = {
-        "bpe": lambda: _bpe(vocab_size, min_frequency, special.all, texts),
-        "wordpiece": lambda: _wordpiece(vocab_size, min_frequency, special.all, texts, special.unk),
-        "unigram": lambda: _unigram(vocab_size, min_frequency, special.all, texts, special.unk),
-        "char": lambda: _char(vocab_size, min_frequency, special.all, texts, special.unk),
-    }
-    if kind not in trainers:
-        raise FoundryError(f"tokenizer.type = {kind!r} is unknown.", f"Use one of: {', '.join(trainers)}.")
-    tok = trainers[kind]()
+    if kind == "char":
+        tok = _char(vocab_size, min_frequency, special.all, texts, special.unk)
+    else:
+        from tokenizers import Tokenizer
+
+        what = f"The {kind} tokenizer trainer (the `tokenizers` library)"
+        tok = Tokenizer.from_str(
+            run_isolated(what, _train_backend, kind, vocab_size, min_frequency, objective, texts)
+        )
     return PreTrainedTokenizerFast(tokenizer_object=tok, **special.transformers_kwargs())
 
 

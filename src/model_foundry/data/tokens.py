@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from model_foundry.data.encoding import EncodingStats, text_encoder
 from model_foundry.errors import FoundryError
 
 META_NAME = "meta.json"
@@ -23,14 +24,25 @@ def dtype_for(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16 if vocab_size <= 2**16 else np.uint32)
 
 
-def encode_documents(tokenizer: Any, docs: list[str], separator_id: int, path: Path, dtype: np.dtype) -> int:
-    """Encode and write the packed stream `doc0 SEP doc1 SEP ...`; returns the token count."""
-    backend = tokenizer.backend_tokenizer
+def encode_documents(
+    tokenizer: Any,
+    docs: list[str],
+    separator_id: int,
+    path: Path,
+    dtype: np.dtype,
+    stats: EncodingStats | None = None,
+) -> int:
+    """Encode and write the packed stream `doc0 SEP doc1 SEP ...`; returns the token count.
+
+    Documents are encoded as data (see `data.encoding`): whole, with no special tokens but the separator the
+    code puts between them. What encoding did to the text is added into `stats` when given.
+    """
+    encoder = text_encoder(tokenizer)
     n = 0
     with open(path, "wb") as f:
         for i in range(0, len(docs), 256):
-            for enc in backend.encode_batch(docs[i : i + 256], add_special_tokens=False):
-                arr = np.asarray([*enc.ids, separator_id], dtype=dtype)
+            for ids in encoder.encode_batch(docs[i : i + 256], stats):
+                arr = np.asarray([*ids, separator_id], dtype=dtype)
                 f.write(arr.tobytes())
                 n += arr.size
     return n

@@ -9,7 +9,6 @@ scores the true token from everything else; it costs one sequence of compute per
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -20,6 +19,7 @@ from model_foundry.adapters.base import IGNORE_INDEX, BaseAdapter
 from model_foundry.data.collators import MaskedCollator, make_collator
 from model_foundry.data.tokens import sequential_windows
 from model_foundry.errors import FoundryError
+from model_foundry.evaluation.finite import safe_exp
 from model_foundry.training.device import Runtime
 
 EVAL_SEED = 20240  # masking seed of evaluation, independent of train.seed
@@ -82,7 +82,7 @@ def pseudo_perplexity(
             n_scored += len(chunk)
     if n_scored == 0:
         raise FoundryError("Pseudo-perplexity found no token to score.", "Check the validation split.")
-    return {"pseudo_perplexity": math.exp(total_nats / n_scored), "pseudo_ppl_tokens": n_scored}
+    return {"pseudo_perplexity": safe_exp(total_nats / n_scored), "pseudo_ppl_tokens": n_scored}
 
 
 def masked_metrics(

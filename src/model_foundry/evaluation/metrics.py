@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from model_foundry.adapters.base import BaseAdapter
 from model_foundry.data.tokens import sequential_windows
+from model_foundry.evaluation.finite import safe_exp
 from model_foundry.training.device import Runtime
 
 
@@ -38,7 +39,7 @@ def causal_metrics(
     loss = total_nats / n_targets
     return {
         "val_loss": loss,
-        "perplexity": math.exp(loss),
+        "perplexity": safe_exp(loss),
         "bits_per_byte": loss / (math.log(2) * bytes_per_token),
         "tokens_scored": n_targets,
     }

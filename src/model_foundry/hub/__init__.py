@@ -190,6 +190,7 @@ def import_model(
     version_suffix: bool = False,
     interactive: bool = False,
     *,
+    init_missing: bool = False,
     link: bool = False,
     confirm: Callable[[str], bool] | None = None,
     progress: bool = True,
@@ -201,6 +202,8 @@ def import_model(
     `interactive` with `confirm` asks for the licence when `accept_license` is not given; otherwise an
     unaccepted licence is an error. Weights from the Hub cache are hard-linked; a local folder's are copied
     unless `link` (faster, but an in-place re-save of the folder would then change the imported model).
+    A checkpoint that lacks tensors the family's class needs is refused (FoundryError) unless `init_missing`:
+    then they are initialised once, seeded, and saved into the folder (see `convert.complete_weights`).
     Progress bars and messages go to stderr.
     """
     t0 = time.perf_counter()
@@ -236,6 +239,7 @@ def import_model(
         link_local=link,
         progress=progress,
         warn=warn,
+        init_missing=init_missing,
     )
     return ImportResult(
         name=final,
@@ -267,8 +271,14 @@ def materialize(
     link_local: bool = False,
     progress: bool = True,
     warn: Echo = _stderr,
+    init_missing: bool = False,
+    opt_in: str = "--init-missing",
 ) -> dict[str, Any]:
-    """Write the canonical folder `out` (atomically) and return its metadata.json content."""
+    """Write the canonical folder `out` (atomically) and return its metadata.json content.
+
+    Weights missing for the family's class raise FoundryError unless `init_missing` (`opt_in` names how the
+    user turns it on, for the hint); the parameter count is transformers' (tied weights once, no buffers).
+    """
     from model_foundry.metadata import model_metadata
 
     snap, lic = plan.snapshot, plan.license
@@ -276,6 +286,8 @@ def materialize(
 
     def metadata(done: _convert.Converted) -> dict[str, Any]:
         extra: dict[str, Any] = {"created_at": created_at} if created_at else {}
+        if done.init_missing:
+            extra["init_missing"] = done.init_missing
         written.update(
             model_metadata(
                 name,
@@ -288,7 +300,7 @@ def materialize(
                 license_link=lic.link,
                 license_file=lic.file,
                 license_acknowledgment=acknowledgment,
-                parameters=done.weights.parameters,
+                parameters=done.parameters,
                 dtype=done.weights.dtype,
                 sha256=done.sha256,
                 hf_model_type=plan.config.get("model_type"),
@@ -309,7 +321,7 @@ def materialize(
 
     _convert.write_model_folder(
         out, plan.selection, local, plan.architecture, metadata, link=True, link_local=link_local,
-        progress=progress, warn=warn,
+        progress=progress, warn=warn, init_missing=init_missing, opt_in=opt_in, where=snap.label,
     )  # fmt: skip
     return written
 

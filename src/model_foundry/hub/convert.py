@@ -62,6 +62,8 @@ class Converted:
     sha256: dict[str, str]  # weight files of the canonical folder
     weights: WeightsInfo
     linked: int = 0  # weight files hard-linked from the Hub cache
+    parameters: int = 0  # as transformers counts them: nn.Parameters only, tied ones once
+    init_missing: dict[str, Any] | None = None  # {keys, seed, model_class, replaced}: see complete_weights
 
 
 def git_blob_sha1(data: bytes) -> str:
@@ -244,8 +246,16 @@ def write_model_folder(
     link_local: bool = False,
     progress: bool = True,
     warn: Callable[[str], None] = print,
+    init_missing: bool = False,
+    opt_in: str = "--init-missing",
+    where: str | None = None,
 ) -> Converted:
-    """Build `out` atomically: config, tokenizer, generation config, licence, README, weights, metadata."""
+    """Build `out` atomically: config, tokenizer, generation config, licence, README, weights, metadata.
+
+    The weights are checked against what the family's transformers class needs (`complete_weights`): a
+    checkpoint that lacks tensors raises FoundryError unless `init_missing` (`opt_in` names that option in
+    the hint); `where` names the source in messages.
+    """
     weights = selection.weights
     total = sum(local[w].path.stat().st_size for w in weights)
     result = Converted(files=[], sha256={}, weights=WeightsInfo())
@@ -270,10 +280,77 @@ def write_model_folder(
                     # checked again on the copy: a file can change between the first look and the copy
                     if not linked:
                         inspect_safetensors(tmp / w, w)
+        complete_weights(tmp, architecture, result, init_missing=init_missing, opt_in=opt_in,
+                         where=where or out.name, warn=warn)  # fmt: skip
         _ensure_fast_tokenizer(tmp, warn)
         result.files = sorted(p.name for p in tmp.iterdir()) + ["metadata.json"]
         write_json(tmp / "metadata.json", metadata(result), atomic=False)
     return result
+
+
+def complete_weights(
+    folder: Path,
+    architecture: str,
+    result: Converted,
+    *,
+    init_missing: bool,
+    opt_in: str,
+    where: str,
+    warn: Callable[[str], None],
+) -> None:
+    """Check the weights in `folder` against the family's transformers class; fill `result.parameters`.
+
+    Missing tensors (transformers would initialise them at random at every load) raise FoundryError, unless
+    `init_missing`: then they are initialised once (seeded), saved into `folder` and recorded in
+    `result.init_missing`, and the user is warned. Tensors of the wrong shape always raise. Tensors the class
+    does not use (e.g. a pre-training head, the pooler of a masked LM) are dropped by transformers at load:
+    a warning names them.
+    """
+    from model_foundry.adapters import get_spec, hf_weights
+
+    config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+    model_cls = get_spec(architecture).adapter_cls().model_class(config.get("model_type"), where)
+    check = hf_weights.check_weights(folder, model_cls)
+    hf_weights.require_shapes(check, where)
+    if check.unexpected:
+        warn(
+            f"{where}: {len(check.unexpected)} tensors of the checkpoint are not used by {check.model_class} "
+            f"and are ignored when it loads: {hf_weights.listing(check.unexpected)}"
+        )
+    result.parameters = check.parameters
+    if not check.missing:
+        return
+    if not init_missing:
+        raise hf_weights.missing_error(
+            check,
+            where,
+            "Import a checkpoint that has them (a masked LM needs its MLM head, a causal LM with untied "
+            f"embeddings its lm_head.weight), or opt in with {opt_in}: the missing tensors are then "
+            f"initialised once (seed {hf_weights.INIT_SEED}), saved into the model folder and recorded in "
+            "metadata.json, so every load gives the same model.",
+        )
+    replaced = dict(result.sha256)
+    files = hf_weights.init_missing(folder, model_cls, hf_weights.INIT_SEED)
+    after = hf_weights.check_weights(folder, model_cls)
+    if after.missing or after.mismatched:  # save_pretrained must have written every tensor the class needs
+        raise FoundryError(f"{where}: initialising the missing tensors failed: {after}.")
+    result.sha256, result.weights, result.linked = {}, WeightsInfo(), 0
+    for name in files:
+        result.weights.add(inspect_safetensors(folder / name, name))
+        result.sha256[name] = _hash(folder / name, _NullBar())
+    result.init_missing = {
+        "keys": check.missing,
+        "seed": hf_weights.INIT_SEED,
+        "model_class": check.model_class,
+        "replaced": replaced,  # sha256 of the source's weight files, before the missing tensors were added
+    }
+    warn(
+        f"{where}: {len(check.missing)} tensors {check.model_class} needs were missing from the checkpoint "
+        f"({hf_weights.listing(check.missing)}); as asked ({opt_in}) they were initialised once with seed "
+        f"{hf_weights.INIT_SEED} and saved into the model folder"
+        + (f" (the {len(check.unexpected)} unused tensors were left out)" if check.unexpected else "")
+        + ". They are random, not trained: fine-tune the model before trusting its outputs."
+    )
 
 
 def _ensure_fast_tokenizer(folder: Path, warn: Callable[[str], None]) -> None:

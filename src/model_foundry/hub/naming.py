@@ -1,39 +1,30 @@
-"""Model names: the folder under models/, so they must be safe path components and unique."""
+"""Import names: the folder under models/.
+
+The rule itself lives in model_foundry.naming (one rule for catalog keys, folders, import names and registry
+ids); this module adds the default name for a source and the search for a free name.
+"""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from model_foundry.errors import FoundryError
 from model_foundry.hub.sources import FolderSource, Source
+from model_foundry.naming import MAX_LENGTH, check_name, suggest_name
 
-NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-MAX_LENGTH = 100
+__all__ = ["MAX_LENGTH", "check_name", "choose_name", "default_name", "taken"]
 
 
 def default_name(source: Source) -> str:
-    """`Qwen/Qwen2.5-0.5B` → `qwen2.5-0.5b`; a folder → its (lower-cased) name."""
+    """`Qwen/Qwen2.5-0.5B` → `qwen2-5-0-5b`; a folder → its name, made valid the same way.
+
+    The result always satisfies model_foundry.naming's rule (it is built by `suggest_name`).
+    """
     if isinstance(source, FolderSource):
         base = source.repo_id.split("/")[-1] if source.repo_id else source.path.name
     else:
         base = source.repo_id.split("/")[-1]
-    name = re.sub(r"[^a-z0-9._-]+", "-", base.lower()).strip("-._")
-    return name[:MAX_LENGTH] or "model"
-
-
-def check_name(name: str) -> str:
-    if not name:
-        raise FoundryError(
-            "The model name is empty.", "Pass --name with letters/digits, e.g. --name qwen-0.5b."
-        )
-    if not NAME.match(name) or len(name) > MAX_LENGTH:
-        raise FoundryError(
-            f"Model name {name!r} is not allowed: names are one folder under models/.",
-            "Use lower-case letters, digits, '.', '_' and '-', starting with a letter or digit "
-            f"(at most {MAX_LENGTH} characters, no '/').",
-        )
-    return name
+    return suggest_name(base)
 
 
 def taken(models_dir: Path, name: str) -> bool:
@@ -46,7 +37,10 @@ def taken(models_dir: Path, name: str) -> bool:
 
 
 def choose_name(models_dir: Path, name: str, version_suffix: bool = False) -> str:
-    """The name to import to: `name` if free, else `name-v2`, `-v3`, ... with `version_suffix`."""
+    """The name to import to: `name` if free, else `name-v2`, `-v3`, ... with `version_suffix`.
+
+    Raises FoundryError when `name` breaks the naming rule, or is taken and `version_suffix` is off.
+    """
     check_name(name)
     if not taken(models_dir, name):
         return name
@@ -57,7 +51,8 @@ def choose_name(models_dir: Path, name: str, version_suffix: bool = False) -> st
             f"{name}-v2 (-v3, ...), or remove the old model first.",
         )
     for n in range(2, 10_000):
-        candidate = f"{name}-v{n}"
+        suffix = f"-v{n}"
+        candidate = f"{name[: MAX_LENGTH - len(suffix)].rstrip('-')}{suffix}"
         if not taken(models_dir, candidate):
             return check_name(candidate)
     raise FoundryError(f"No free version suffix for {name}.")

@@ -56,5 +56,7 @@ def _convert_pretrained(params: Params, record: dict[str, Any], out: Path) -> di
     plan = hub.plan_from_record(record)
     local = fetch(plan.snapshot, plan.selection.all, progress=True)
     return hub.materialize(
-        plan, local, out, params.model_name, record.get("license_acknowledgment"), load_dtype=entry.arch.dtype
-    )
+        plan, local, out, params.model_name, record.get("license_acknowledgment"),
+        load_dtype=entry.arch.dtype, init_missing=entry.init_missing,
+        opt_in=f"`init_missing: true` in models.{entry.name} of params.yaml",
+    )  # fmt: skip

@@ -1,4 +1,7 @@
-"""evaluate stage: metrics.json (DVC) and the same numbers on the model's MLflow training run."""
+"""evaluate stage: metrics.json (DVC) and the same numbers on the model's MLflow training runs.
+
+Non-finite weights or metrics (a diverged or damaged model) raise FoundryError: nothing is written.
+"""
 
 from __future__ import annotations
 
@@ -53,28 +56,39 @@ EVALUATORS: dict[str, Callable[[Params, Any, Any, Any], dict[str, Any]]] = {
 
 
 def run(params: Params, model_dir: Path, data_dir: Path, metrics_out: Path) -> dict[str, Any]:
+    """Evaluate the model folder on the validation split; write `metrics_out` and log to MLflow.
+
+    The metrics go to every MLflow training run that produced these exact weights (found by their sha256),
+    or to a new run when none did. Raises FoundryError when the weights or a metric are NaN/Infinity.
+    """
     from model_foundry.adapters.base import METADATA_NAME, load_adapter
     from model_foundry.data.tokens import TokenizedData
+    from model_foundry.evaluation.finite import require_finite_metrics, require_finite_weights
     from model_foundry.training.device import Runtime
 
     cfg = params.train
     runtime = Runtime.create(cfg.device, cfg.precision, cfg.threads)
     adapter = load_adapter(model_dir, device=runtime.device)
+    require_finite_weights(adapter.model, model_dir)
     data = TokenizedData.open(data_dir)
     metrics = EVALUATORS[cfg.objective](params, adapter, data, runtime)
+    require_finite_metrics(metrics, model_dir)
     write_json(metrics_out, metrics)
 
     meta = read_json(Path(model_dir) / METADATA_NAME)
-    flat = {f"eval_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
-    flat.update({f"eval_unigram_{k}": v for k, v in metrics.get("unigram", {}).items()})
-    weights_sha = next(iter(meta.get("sha256", {}).values()), None)
-    run_id = tracking.find_run_by_weights(weights_sha) if weights_sha else None
+    flat = tracking.evaluation_metrics(metrics)
+    weights = meta.get("sha256") or {}
+    weights_sha = weights[min(weights)] if weights else None  # the file the train stage tags runs with
+    run_ids = tracking.find_runs_by_weights(weights_sha) if weights_sha else []
+    if run_ids:
+        tracking.log_evaluation(run_ids, flat)
+        return metrics
     tags = tracking.standard_tags(
         meta.get("model_name", Path(model_dir).name),
         meta["architecture"],
         meta.get("fine_tuned_from"),
         "evaluate",
     )
-    with tracking.start_run(f"{Path(model_dir).name}-eval", tags, run_id=run_id) as tracker:
+    with tracking.start_run(f"{Path(model_dir).name}-eval", tags) as tracker:
         tracker.log(flat)
     return metrics

@@ -8,10 +8,11 @@ from typing import Any
 
 from model_foundry.config import Params
 from model_foundry.data.corpus import read_split
+from model_foundry.data.encoding import EncodingStats
 from model_foundry.data.tokenizer_training import SPECIAL_TOKENS, check_tokenizer_fits, train_tokenizer
 from model_foundry.data.tokens import META_NAME, TOKENIZER_DIR, dtype_for, encode_documents
 from model_foundry.errors import FoundryError
-from model_foundry.io import atomic_dir, write_json
+from model_foundry.io import atomic_dir, read_json, write_json
 
 
 def load_or_train_tokenizer(params: Params, model_dir: Path, train_docs: list[str]) -> tuple[Any, str]:
@@ -55,11 +56,12 @@ def run(params: Params, corpus: Path, model_dir: Path, out: Path) -> dict[str, A
         )
     vocab_size = len(tokenizer)
     dtype = dtype_for(vocab_size)
+    stats = {"train": EncodingStats(), "val": EncodingStats()}
     with atomic_dir(out) as tmp:
         tokenizer.save_pretrained(str(tmp / TOKENIZER_DIR))
         counts = {
-            "train": encode_documents(tokenizer, train_docs, separator_id, tmp / "train.bin", dtype),
-            "val": encode_documents(tokenizer, val_docs, separator_id, tmp / "val.bin", dtype),
+            split: encode_documents(tokenizer, docs, separator_id, tmp / f"{split}.bin", dtype, stats[split])
+            for split, docs in (("train", train_docs), ("val", val_docs))
         }
         meta = {
             "tokenizer": kind,
@@ -72,6 +74,17 @@ def run(params: Params, corpus: Path, model_dir: Path, out: Path) -> dict[str, A
                 "train": sum(len(d.encode()) for d in train_docs),
                 "val": sum(len(d.encode()) for d in val_docs),
             },
+            "text": {split: s.as_dict() for split, s in stats.items()},
+            "corpus_normalisation": _corpus_normalisation(corpus),
         }
         write_json(tmp / META_NAME, meta, atomic=False)
+    for split, s in stats.items():
+        if s.problems():
+            print(f"note: {split} split: {s.problems()} (see text.{split} in {out / META_NAME})")
     return meta
+
+
+def _corpus_normalisation(corpus: Path) -> dict[str, Any]:
+    """What the import stage normalised on read (from the corpus's stats.json; {} for older corpora)."""
+    stats = corpus / "stats.json"
+    return read_json(stats).get("normalisation", {}) if stats.is_file() else {}

@@ -1,7 +1,9 @@
 """train stage: train the model on the tokenized data and save it in the canonical layout.
 
 Hashed outputs (the model folder, the loss plots) are deterministic for a fixed seed and thread count;
-timings go to MLflow and `logs/`, which DVC does not track.
+timings go to MLflow and `logs/`, which DVC does not track. A diverged run (NaN/Infinity losses or weights)
+raises FoundryError before anything is written: the output folder and plots keep their previous content,
+and the MLflow run ends FAILED.
 """
 
 from __future__ import annotations
@@ -9,18 +11,21 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
+import math
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from model_foundry import tracking
 from model_foundry.config import Params
-from model_foundry.io import atomic_write_text
+from model_foundry.io import atomic_write_text, write_json
 from model_foundry.metadata import model_metadata
 
 
 def _csv(rows: list[tuple[int, float]], column: str) -> str:
+    """A plot CSV (step, value); raises ValueError on a NaN/Infinity value: it is never written."""
+    if bad := [step for step, value in rows if not math.isfinite(value)]:
+        raise ValueError(f"non-finite {column} at steps {bad}")
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["step", column])
@@ -73,9 +78,10 @@ def run(
     from model_foundry.data.collators import make_collator
     from model_foundry.data.tokenizer_training import check_tokenizer_fits
     from model_foundry.data.tokens import TokenizedData
+    from model_foundry.evaluation.finite import nonfinite_parameters
     from model_foundry.io import read_json
     from model_foundry.training.device import Runtime
-    from model_foundry.training.loop import train
+    from model_foundry.training.loop import raise_diverged, train
 
     cfg = params.train
     entry = params.model
@@ -99,6 +105,8 @@ def run(
         result = train(
             adapter, data.tokens("train"), data.tokens("val"), cfg, collator, runtime, tracker.log, progress
         )
+        if bad := nonfinite_parameters(adapter.model):  # e.g. a last-step gradient overflow, clipping off
+            raise_diverged(cfg.steps, f"weights are non-finite ({', '.join(bad[:3])})", cfg)
         metadata = model_metadata(
             out.name,
             entry.architecture,
@@ -133,9 +141,12 @@ def run(
         }
         tracker.log(summary)
         weights = read_json(out / METADATA_NAME)["sha256"]  # sharded saves list several files
-        tracker.set_tags({tracking.WEIGHTS_TAG: weights[min(weights)]})
-        logs_dir = Path(logs_dir)
-        logs_dir.mkdir(parents=True, exist_ok=True)
+        weights_sha = weights[min(weights)]
+        tracker.set_tags({tracking.WEIGHTS_TAG: weights_sha})
+        # DVC skips evaluate when these exact weights were evaluated before: give this run that evaluation.
+        # In a fresh clone the store is empty, but dvc.lock records how these exact bytes scored.
+        if tracker.attach_earlier_evaluation(weights_sha) is None:
+            tracker.attach_recorded_evaluation(out)
         timing = {"model": out.name, "run_id": tracker.run_id, "runtime": runtime.describe(), **summary}
-        (logs_dir / "train_timing.json").write_text(json.dumps(timing, indent=2) + "\n")
+        write_json(Path(logs_dir) / "train_timing.json", timing)
     return {**summary, "run_id": tracker.run_id, "parameters": adapter.num_parameters()}

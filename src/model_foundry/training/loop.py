@@ -5,10 +5,15 @@ no `.item()` host sync except on logging steps, batches gathered from the memmap
 a fused AdamW (one kernel for all parameters, CPU included), a foreach gradient clip, gradients freed with
 set_to_none, and on CUDA pinned host batches copied asynchronously. Deterministic for a fixed seed and
 thread count: the batch order, masking and dropout all come from seeded generators.
+
+Divergence stops training with a FoundryError, never a saved NaN model: each step's loss (and gradient norm
+when clipping) goes into a small device buffer, read back with the one host sync of each logging step; a
+NaN/Infinity there names the first bad step. Checking costs one tiny device copy per step.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -21,6 +26,7 @@ import torch
 from model_foundry.adapters.base import BaseAdapter
 from model_foundry.config import TrainConfig
 from model_foundry.data.tokens import random_windows
+from model_foundry.errors import FoundryError
 from model_foundry.training.device import Runtime
 from model_foundry.training.optim import clip_grad_norm, lr_at, make_optimizer
 
@@ -67,6 +73,31 @@ def estimate_loss(
     return torch.stack(losses).mean().item()
 
 
+def check_finite(losses: list[float], norms: list[float] | None, first_step: int, cfg: TrainConfig) -> None:
+    """Raise FoundryError at the first non-finite loss or gradient norm; `first_step` is losses[0]'s step.
+
+    Steps are 1-based, as in the logs; the error names the step, what went non-finite and that step's lr.
+    """
+    for i, loss in enumerate(losses):
+        norm = norms[i] if norms is not None else 0.0
+        if math.isfinite(loss) and math.isfinite(norm):
+            continue
+        what = f"loss is {loss}" if not math.isfinite(loss) else f"gradient norm is {norm}"
+        raise_diverged(first_step + i, what, cfg)
+
+
+def raise_diverged(step: int, what: str, cfg: TrainConfig) -> None:
+    """The FoundryError of a diverged run: at which step, what, the lr then, and how to avoid it."""
+    lr = lr_at(step - 1, lr=cfg.lr, warmup=cfg.warmup_steps, total=cfg.steps, min_ratio=cfg.min_lr_ratio)
+    clip = (
+        "set train.grad_clip (e.g. 1.0)" if cfg.grad_clip == 0 else f"lower train.grad_clip ({cfg.grad_clip})"
+    )
+    raise FoundryError(
+        f"Training diverged at step {step} of {cfg.steps}: the {what} (lr {lr:.3g}). No model was saved.",
+        f"Lower train.lr (now {cfg.lr:g}), {clip}, or train in fp32 (train.precision: fp32).",
+    )
+
+
 def train(
     adapter: BaseAdapter,
     train_tokens: np.ndarray,
@@ -77,7 +108,11 @@ def train(
     log: LogFn | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    """Train `adapter.model` in place for `cfg.steps` optimizer steps."""
+    """Train `adapter.model` in place for `cfg.steps` optimizer steps.
+
+    Raises FoundryError when a loss, gradient norm or validation loss is NaN/Infinity (checked on logging
+    steps, so at most `cfg.log_interval` steps after it happened, and always before the last step returns).
+    """
     from tqdm.auto import tqdm
 
     model = adapter.model.to(runtime.device)
@@ -92,7 +127,9 @@ def train(
     tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum
     device = runtime.device
     result = TrainResult()
-    running = torch.zeros((), device=device)  # sum of the losses since the last log, kept on the device
+    # Each step's loss (and gradient norm when clipping) since the last log, kept on the device.
+    losses = torch.zeros(cfg.log_interval, device=device)
+    norms = torch.zeros(cfg.log_interval, device=device) if cfg.grad_clip > 0 else None
     since_log, t_log = 0, time.perf_counter()
     t_start = t_log
     bar = tqdm(
@@ -111,9 +148,9 @@ def train(
             if cfg.grad_accum > 1:
                 loss = loss / cfg.grad_accum
             loss.backward()
-            running += loss.detach()
-        if cfg.grad_clip > 0:
-            clip_grad_norm(params, cfg.grad_clip)
+            losses[since_log] += loss.detach()
+        if norms is not None:
+            norms[since_log] = clip_grad_norm(params, cfg.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
         result.step_seconds.append(time.perf_counter() - t_step)
@@ -122,16 +159,22 @@ def train(
         last = step == cfg.steps - 1
         if (step + 1) % cfg.log_interval == 0 or last:
             now = time.perf_counter()
-            mean_loss = running.item() / since_log  # the only host sync outside evaluation
+            synced = (losses if norms is None else torch.cat([losses, norms])).tolist()  # the one host sync
+            step_losses = synced[:since_log]
+            step_norms = None if norms is None else synced[cfg.log_interval : cfg.log_interval + since_log]
+            check_finite(step_losses, step_norms, step + 2 - since_log, cfg)
+            mean_loss = sum(step_losses) / since_log
             tps = since_log * tokens_per_step / (now - t_log)
             result.train_history.append((step + 1, mean_loss))
             bar.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{tps:,.0f}", lr=f"{lr:.2e}", refresh=False)
             if log:
                 log({"train_loss": mean_loss, "lr": lr, "tokens_per_s": tps}, step + 1)
-            running.zero_()
+            losses.zero_()
             since_log, t_log = 0, now
         if (step + 1) % cfg.eval_interval == 0 or last:
             val = estimate_loss(adapter, val_tokens, cfg, collator, runtime)
+            if not math.isfinite(val):
+                raise_diverged(step + 1, f"validation loss is {val}", cfg)
             result.val_history.append((step + 1, val))
             bar.write(f"step {step + 1}: val_loss {val:.4f}")
             if log:
