@@ -32,7 +32,7 @@ run: $(VENV)/.installed
 	@echo "Loss curve:      $(BIN)/dvc plots show   (plots/train_loss.csv)"
 	@echo "Compare runs:    $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed lint
 	$(BIN)/python -m pytest --cov=model_foundry --cov-report=term:skip-covered $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed

@@ -13,8 +13,10 @@ from typing import Any, Literal
 
 from model_foundry.adapters import get_spec
 from model_foundry.adapters.spec import ArchitectureSpec
+from model_foundry.credentials import redact, strip_credentials
 from model_foundry.errors import FoundryError
 from model_foundry.naming import check_name
+from model_foundry.resources import check_fits
 from model_foundry.schema import build, rule
 
 BUILTIN_CORPUS = "builtin:pydoc_topics"
@@ -28,6 +30,19 @@ class DataConfig:
     text_field: str = rule("text", doc="the field holding the text in .jsonl records")
     val_fraction: float = rule(0.1, gt=0.0, lt=1.0, doc="share of documents held out for validation")
     seed: int = rule(1337, doc="seed of the document shuffle before the split")
+
+    def validate(self) -> None:
+        sources = self.source if isinstance(self.source, list) else [self.source]
+        if not sources:
+            raise FoundryError(
+                "data.source = [] names no corpus.", f"Name files or folders, or use {BUILTIN_CORPUS!r}."
+            )
+        for source in sources:
+            if not source.strip():  # Path("") is the working directory: it would read the pipeline's outputs
+                raise FoundryError(
+                    f"data.source = {source!r} is an empty path.",
+                    f"Point data.source at .txt/.jsonl files or a folder of them, or use {BUILTIN_CORPUS!r}.",
+                )
 
 
 @dataclass
@@ -86,6 +101,25 @@ OVERRIDABLE = ("tokenizer", "train", "evaluate")
 
 
 @dataclass
+class EntrySettings:
+    """The keys of a catalog entry that say where the model comes from (typed like every other setting)."""
+
+    source: str = rule("scratch", doc="'scratch', a Hub id (org/name) or a local folder")
+    revision: str | None = rule(None, doc="Hub branch, tag or commit sha (quote an all-digit sha)")
+    license_accepted: bool = rule(False, doc="true: the model's licence has been read and accepted")
+    tokenizer_override: str | None = rule(None, doc="a folder with a saved fast tokenizer to use instead")
+    description: str = rule("", doc="free text recorded with the model")
+    init_missing: bool = rule(False, doc="initialise (seeded, once) the tensors an imported checkpoint lacks")
+
+    def validate(self) -> None:
+        if not self.source.strip():
+            raise FoundryError(
+                f"source = {self.source!r} must be 'scratch' or a model source string.",
+                "Use `source: scratch`, a Hub id like org/name, or a local folder.",
+            )
+
+
+@dataclass
 class ModelEntry:
     name: str
     architecture: str
@@ -131,16 +165,26 @@ class Params:
 def parse_entry(name: str, raw: Any) -> ModelEntry:
     where = f"models.{name}"
     if not isinstance(raw, dict):
-        raise FoundryError(f"{where} must be a mapping with at least `architecture:`.")
+        raise FoundryError(
+            f"{where} must be a mapping with at least `architecture:`.",
+            "Write the entry as `key: value` lines under its name, e.g. `architecture: gpt`.",
+        )
     try:
         spec = get_spec(raw.get("architecture"))
     except FoundryError as e:
         raise FoundryError(f"{where}: {e.message}", e.hint) from None
     arch_raw = {k: v for k, v in raw.items() if k not in ENTRY_KEYS + OVERRIDABLE}
     arch = build(spec.config_cls, arch_raw, where)
-    source = raw.get("source", "scratch")
-    if not isinstance(source, str) or not source:
-        raise FoundryError(f"{where}.source = {source!r} must be 'scratch' or a model source string.")
+    keys = build(
+        EntrySettings, {k: v for k, v in raw.items() if k in ENTRY_KEYS and k != "architecture"}, where
+    )
+    source = keys.source
+    if strip_credentials(source)[1]:  # never echo it: the message would put the secret in logs
+        raise FoundryError(
+            f"{where}.source holds credentials ({' and '.join(strip_credentials(source)[1])}).",
+            f"Write the source as {redact(source)} and set HF_TOKEN (or run `hf auth login`); params.yaml, "
+            "dvc.lock and MLflow would record a token. Revoke the token if params.yaml was committed.",
+        )
     if source != "scratch" and not spec.pretrained:
         raise FoundryError(
             f"{where}.source = {source!r}, but architecture {spec.name!r} is built from scratch.",
@@ -152,21 +196,12 @@ def parse_entry(name: str, raw: Any) -> ModelEntry:
         spec=spec,
         arch=arch,
         source=source,
-        revision=raw.get("revision"),
-        license_accepted=bool(raw.get("license_accepted", False)),
-        tokenizer_override=raw.get("tokenizer_override"),
-        description=str(raw.get("description", "")),
-        init_missing=_init_missing(raw.get("init_missing", False), where),
+        revision=keys.revision,
+        license_accepted=keys.license_accepted,
+        tokenizer_override=keys.tokenizer_override,
+        description=keys.description,
+        init_missing=keys.init_missing,
     )
-
-
-def _init_missing(value: Any, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise FoundryError(
-            f"{where}.init_missing = {value!r} must be true or false.",
-            "Set `init_missing: true` to initialise (seeded, once) the tensors an imported checkpoint lacks.",
-        )
-    return value
 
 
 SECTIONS = {
@@ -196,7 +231,10 @@ def parse_params(raw: Any) -> Params:
 
 def _check_top_level(raw: Any) -> None:
     if not isinstance(raw, dict):
-        raise FoundryError("params.yaml must be a mapping at the top level.")
+        raise FoundryError(
+            "params.yaml must be a mapping at the top level.",
+            "Write `model_name:`, `models:` and the sections as `key: value` lines (see README).",
+        )
     unknown = sorted(set(raw) - set(TOP_KEYS), key=str)
     if unknown:
         raise FoundryError(
@@ -228,6 +266,17 @@ def _parse_selected(raw: dict, name: str) -> Params:
     sections = {key: build(cls, _merged(raw, entry, key), key) for key, cls in SECTIONS.items()}
     train: TrainConfig = sections["train"]
     _check_compatibility(model, train)
+    # Before anything is allocated: memory for scratch models (the import estimates imported ones from their
+    # config.json and weights) and threads for all.
+    arch = model.arch if model.is_scratch else None
+    check_fits(
+        f"models.{name}",
+        model.architecture,
+        arch,
+        sections["tokenizer"].vocab_size,
+        train,
+        sections["evaluate"],
+    )
     return Params(
         model_name=name, model=model, catalog=catalog, shadowed=shadowed_settings(raw, name), **sections
     )
@@ -240,7 +289,10 @@ def _merged(raw: dict, entry: dict, section: str) -> Any:
     if override is None:
         return base
     if not isinstance(override, dict):
-        raise FoundryError(f"models.<entry>.{section} must be a mapping of {section} settings.")
+        raise FoundryError(
+            f"models.<entry>.{section} must be a mapping of {section} settings.",
+            f"Write it as `{section}: {{key: value}}` (see the top-level `{section}:` section).",
+        )
     return {**(base or {}), **override}
 
 
@@ -304,21 +356,89 @@ def _check_compatibility(model: ModelEntry, train: TrainConfig) -> None:
         )
 
 
-def read_params(path: str | os.PathLike = "params.yaml") -> Any:
-    """The raw mapping in params.yaml (not validated). Raises FoundryError if missing or not YAML."""
-    import yaml
+# params.yaml is a few KiB: these bounds are far above any real one and far below what hurts.
+MAX_PARAMS_BYTES = 1 << 20
+MAX_PARAMS_DEPTH = 32  # nested mappings/lists (a real params.yaml nests 4 deep)
+MAX_PARAMS_NODES = 100_000  # values after aliases are expanded (a "billion laughs" file expands to 10^9)
 
+
+def read_params(path: str | os.PathLike = "params.yaml") -> Any:
+    """The raw mapping in params.yaml (not validated).
+
+    Refuses, with FoundryError naming the file: a missing or unreadable file, one over MAX_PARAMS_BYTES, bytes
+    that are not UTF-8 (with the offset and line), invalid YAML, and YAML nested deeper than MAX_PARAMS_DEPTH
+    or expanding (through aliases) to more than MAX_PARAMS_NODES values. The structure is checked on the
+    parser's event stream, which does not recurse, before the (recursive) loader builds anything.
+    """
     path = Path(path)
     if not path.is_file():
         raise FoundryError(
             f"Params file {path} does not exist.", "Run from the repo root or pass --params PATH."
         )
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        size = path.stat().st_size
+        if size > MAX_PARAMS_BYTES:
+            raise FoundryError(
+                f"{path} is {size:,} bytes, more than a params file may hold ({MAX_PARAMS_BYTES:,}).",
+                "Point --params at the project's params.yaml; keep data out of it.",
+            )
+        data = path.read_bytes()
+    except OSError as e:
+        raise FoundryError(f"Cannot read {path}: {e.strerror}.", "Check the file's permissions.") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise FoundryError(
+            f"{path} is not UTF-8 text (invalid byte {data[e.start]:#04x} at offset {e.start}, line {line}).",
+            f"Save it as UTF-8, e.g. `iconv -f latin1 -t UTF-8 {path} > fixed.yaml && mv fixed.yaml {path}`.",
+        ) from None
+    return _load_yaml(path, text)
+
+
+def _load_yaml(path: Path, text: str) -> Any:
+    import yaml
+
+    try:
+        _check_yaml_shape(path, yaml.parse(text, Loader=yaml.SafeLoader))
+        return yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise FoundryError(
             f"{path} is not valid YAML: {e}", "Fix the YAML syntax at the line shown."
         ) from None
+
+
+def _check_yaml_shape(path: Path, events: Any) -> None:
+    """Bound the nesting depth and the expanded size (an alias counts as all it stands for)."""
+    import yaml
+
+    sizes: dict[str, int] = {}  # anchor → values it expands to
+    stack: list[list[Any]] = [[None, 0]]  # open collections: [anchor, values so far]
+    for event in events:
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            stack.append([event.anchor, 1])
+            if len(stack) - 1 > MAX_PARAMS_DEPTH:
+                raise FoundryError(
+                    f"{path} nests more than {MAX_PARAMS_DEPTH} levels (line {event.start_mark.line + 1}).",
+                    "A params file nests a few levels: models.<name>.<setting>, the sections and their keys.",
+                )
+            continue
+        if isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            anchor, count = stack.pop()
+        elif isinstance(event, yaml.ScalarEvent):
+            anchor, count = event.anchor, 1
+        elif isinstance(event, yaml.AliasEvent):
+            anchor, count = None, sizes.get(event.anchor, 1)
+        else:
+            continue
+        if anchor is not None:
+            sizes[anchor] = count
+        stack[-1][1] += count
+        if stack[-1][1] > MAX_PARAMS_NODES:
+            raise FoundryError(
+                f"{path} expands to more than {MAX_PARAMS_NODES:,} values (through YAML aliases).",
+                "Write the settings out; params files need no aliases that repeat large blocks.",
+            )
 
 
 def _stderr(line: str) -> None:

@@ -11,6 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from model_foundry.envfaults import check_output_folder, failed_write, writing
+from model_foundry.leftovers import clean_stale, old_name, temp_prefix
+
 
 def _umask() -> int:
     """The process umask (read by setting and restoring it: the os module has no getter)."""
@@ -26,19 +29,28 @@ def _normal_mode(path: Path, *, directory: bool) -> None:
 
 @contextlib.contextmanager
 def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temp folder beside `final`; on success it replaces `final`, on error it is removed."""
+    """Yield a temp folder beside `final`; on success it replaces `final`, on error it is removed.
+
+    Raises FoundryError when the parent is a file or cannot be written, and for a full disk (naming `final`
+    and the bytes written before it filled). Stale temp folders of killed runs in the parent go first.
+    """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    check_output_folder(final.parent)
+    clean_stale(final.parent)  # temp folders of killed runs (see model_foundry.leftovers)
+    with writing(final):
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(final.name), dir=final.parent))
     _normal_mode(tmp, directory=True)
     try:
         yield tmp
-    except BaseException:
+    except BaseException as e:
+        error = failed_write(e, final, tmp) if isinstance(e, Exception) else None
         shutil.rmtree(tmp, ignore_errors=True)
+        if error is not None:
+            raise error from e
         raise
     old = None
     if final.exists() or final.is_symlink():
-        old = final.with_name(f".old-{final.name}-{os.getpid()}")
+        old = final.with_name(old_name(final.name))
         shutil.rmtree(old, ignore_errors=True)
         final.rename(old)
     tmp.rename(final)
@@ -49,17 +61,18 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write a file through a temp file and a rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
-    try:
-        _normal_mode(Path(tmp), directory=False)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    check_output_folder(path.parent)
+    with writing(path, needed=len(text.encode("utf-8"))):
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), dir=path.parent)
+        try:
+            _normal_mode(Path(tmp), directory=False)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
 
 
 def write_json(path: str | os.PathLike, data: Any, *, atomic: bool = True) -> None:

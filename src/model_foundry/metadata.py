@@ -5,6 +5,7 @@ git commit that changed the pipeline's definition (params.yaml, dvc.yaml, src/).
 commit write byte-identical folders (same DVC hash), and committing the results (dvc.lock, metrics.json)
 does not change what the next clone reproduces.
 Run ids and timings live in MLflow, not here, for the same reason.
+The recorded `source` never holds credentials (see model_foundry.credentials): a folder is pushed to remotes.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import os
 import subprocess
 from datetime import datetime, timezone
 from typing import Any
+
+from model_foundry.credentials import redact
 
 DEFINITION = ("params.yaml", "dvc.yaml", "src")
 
@@ -46,10 +49,11 @@ def model_metadata(
     license: str | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
+    """The content of metadata.json; `source` is recorded without credentials (user info, tokens)."""
     return {
         "model_name": model_name,
         "model_id": model_id,
-        "source": source,
+        "source": redact(source),
         "revision": revision,
         "architecture": architecture,
         "license": license,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Literal, TypeVar, Union
@@ -53,44 +54,72 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         for arg in typing.get_args(tp):
             with contextlib.suppress(FoundryError):
                 return _coerce(value, arg, where)
-        raise FoundryError(f"{where} = {value!r} must be {_type_name(tp)}.")
+        raise FoundryError(f"{where} = {value!r} must be {_type_name(tp)}.", _hint(tp))
     if tp is type(None):
         if value is not None:
-            raise FoundryError(f"{where} = {value!r} must be null.")
+            raise FoundryError(f"{where} = {value!r} must be null.", "Write `null` or leave the key out.")
         return None
     if origin is list:
         if not isinstance(value, list):
-            raise FoundryError(f"{where} = {value!r} must be a list.")
+            raise FoundryError(f"{where} = {value!r} must be a list.", "Write a YAML list: [a, b].")
         (item,) = typing.get_args(tp)
         return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            raise FoundryError(f"{where} must be a mapping, got {value!r}.")
+            raise FoundryError(
+                f"{where} must be a mapping, got {value!r}.", "Write a YAML mapping: {key: value}."
+            )
         return dict(value)
-    if tp is bool:
+    if tp is bool:  # never truthiness: the string 'false' is not false, and 0/1 are not booleans
         if not isinstance(value, bool):
-            raise FoundryError(f"{where} = {value!r} must be true or false.")
+            raise FoundryError(f"{where} = {value!r} must be true or false.", _hint(bool))
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise FoundryError(f"{where} = {value!r} must be an integer.")
+            raise FoundryError(f"{where} = {value!r} must be an integer.", _hint(int))
         return value
     if tp is float:
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise FoundryError(f"{where} = {value!r} must be a number.")
-        return float(value)
+        return _number(value, where)
     if tp is str:
         if not isinstance(value, str):
-            raise FoundryError(f"{where} = {value!r} must be a string.")
+            raise FoundryError(f"{where} = {value!r} must be a string.", _hint(str))
         return value
     if dataclasses.is_dataclass(tp):
         return build(tp, value, where)
     raise TypeError(f"unsupported annotation {tp!r} at {where}")
+
+
+def _number(value: Any, where: str) -> float:
+    """A finite float from a YAML number (or a numeric string: YAML 1.1 reads 1e-3 as one)."""
+    number: float | None = None
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            number = float(value)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond float range
+            raise FoundryError(f"{where} = {value!r} is too large.", "Use a reasonable number.") from None
+    if number is None:
+        raise FoundryError(f"{where} = {value!r} must be a number.", _hint(float))
+    if not math.isfinite(number):
+        raise FoundryError(
+            f"{where} = {value!r} must be a finite number.", "NaN and Infinity are not allowed."
+        )
+    return number
+
+
+def _hint(tp: Any) -> str:
+    """How to write a value of type `tp` in YAML (the usual mistake: quotes around it)."""
+    if tp is bool:
+        return "Write true or false without quotes (YAML reads 'false' in quotes as a string)."
+    if tp is int:
+        return "Write a whole number without quotes, e.g. 128."
+    if tp is float:
+        return "Write a number without quotes, e.g. 0.001 or 1.0e-3."
+    if tp is str:
+        return "Quote it: YAML reads unquoted 1234, 1e5 or yes as a number or a boolean."
+    return f"Write a value of type {_type_name(tp)} (see the params.yaml reference in README.md)."
 
 
 _BOUNDS = {
@@ -106,7 +135,9 @@ def build(cls: type[T], raw: Any, where: str) -> T:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise FoundryError(f"{where} must be a mapping of settings, got {raw!r}.")
+        raise FoundryError(
+            f"{where} must be a mapping of settings, got {raw!r}.", f"Write {where} as `key: value` lines."
+        )
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
@@ -127,7 +158,11 @@ def build(cls: type[T], raw: Any, where: str) -> T:
         value = _coerce(raw[name], hints[name], path)
         for key, (ok, sym) in _BOUNDS.items():
             if key in f.metadata and value is not None and not ok(value, f.metadata[key]):
-                raise FoundryError(f"{path} = {value!r} must be {sym} {f.metadata[key]}.")
+                raise FoundryError(
+                    f"{path} = {value!r} must be {sym} {f.metadata[key]}.",
+                    f"Set it to a value {sym} {f.metadata[key]}"
+                    + (f" ({doc})." if (doc := f.metadata.get("doc")) else "."),
+                )
         kwargs[name] = value
     obj = cls(**kwargs)
     validate = getattr(obj, "validate", None)
@@ -135,7 +170,8 @@ def build(cls: type[T], raw: Any, where: str) -> T:
         try:
             validate()
         except FoundryError as e:
-            raise FoundryError(f"{where}: {e.message}", e.hint) from None
+            message = e.message if e.message.startswith(f"{where}.") else f"{where}: {e.message}"
+            raise FoundryError(message, e.hint) from None
     return obj
 
 

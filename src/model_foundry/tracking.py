@@ -11,6 +11,7 @@ import contextlib
 import math
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ WEIGHTS_TAG = "foundry.weights_sha256"
 EVAL_PREFIX = "eval_"  # the evaluate stage's metrics on a training run
 EVAL_COPIED_TAG = "foundry.eval_copied_from"  # the run whose evaluation of the same weights was copied
 PARAM_LIMIT = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH in mlflow 3 (a test checks they agree)
+# Who runs a run: a run left RUNNING whose process is gone (kill -9, power loss) is marked KILLED later.
+PID_TAG, HOST_TAG, PROJECT_TAG = "foundry.pid", "foundry.host", "foundry.project"
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -168,13 +171,60 @@ def param_value(key: str, value: Any, limit: int = PARAM_LIMIT) -> tuple[str, st
     return text[: limit - len(marker)] + marker, text
 
 
+def owner_tags() -> dict[str, str]:
+    """The tags naming this process: its pid, this host and the project folder."""
+    from model_foundry.leftovers import host
+
+    return {PID_TAG: str(os.getpid()), HOST_TAG: host(), PROJECT_TAG: str(project_root())}
+
+
+def mark_stale_runs_killed() -> list[str]:
+    """Mark this project's RUNNING runs whose process (on this host) is gone as KILLED; returns their ids.
+
+    A process killed with kill -9 cannot end its run, which would otherwise stay RUNNING forever. Runs of
+    live processes, of other hosts or projects, and runs without owner tags (older runs) are left alone.
+    """
+    from model_foundry.leftovers import process_alive
+
+    mlflow = _setup()
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    if experiment is None:
+        return []
+    mine = owner_tags()
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{mine[HOST_TAG]}'",
+        max_results=1000,
+    )
+    killed = []
+    for run in runs:
+        pid = run.data.tags.get(PID_TAG, "")
+        if run.data.tags.get(PROJECT_TAG) != mine[PROJECT_TAG] or not pid.isdigit():
+            continue
+        if not process_alive(int(pid)):
+            client.set_terminated(run.info.run_id, status="KILLED")
+            killed.append(run.info.run_id)
+    return killed
+
+
 @contextlib.contextmanager
 def start_run(run_name: str, tags: dict[str, str], run_id: str | None = None) -> Iterator[Tracker]:
+    """Open an MLflow run (a new one, or `run_id` resumed with its tags kept), tagged with this process.
+
+    This project's runs left RUNNING by killed processes are marked KILLED first (`mark_stale_runs_killed`).
+    """
     mlflow = _setup()
+    if killed := mark_stale_runs_killed():
+        print(
+            f"note: marked {len(killed)} MLflow run(s) of killed processes as KILLED: {', '.join(killed)}",
+            file=sys.stderr,
+        )
     resume = run_id is not None  # logging into an earlier run keeps its tags
     with mlflow.start_run(
         run_id=run_id, run_name=None if resume else run_name, tags=None if resume else tags
     ) as run:
+        mlflow.set_tags(owner_tags())
         tracker = Tracker(mlflow, run)
         yield tracker
         mlflow.flush_async_logging()

@@ -51,7 +51,7 @@ def test_a_failed_stage_leaves_the_previous_results(tmp_path):
         assert proc.returncode != 0, proc.stdout
         assert f"failed to reproduce '{stage}'" in proc.stderr and message in proc.stderr
         assert _snapshot(repo) == before, f"{stage} failure changed the results"
-        assert not [p for p in repo.rglob(".tmp-*")], "a temp folder was left behind"
+        assert not [p for p in repo.rglob(".foundry-tmp-*")], "a temp folder was left behind"
 
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     again = run_cmd(["dvc", "repro"], repo, **_env(repo))

@@ -210,7 +210,10 @@ def test_load_refuses_a_folder_whose_weights_lost_a_tensor(full_bert, tmp_path):
     weights.unlink()  # a copy of the user's folder, not a link: rewrite it as a damaged file
     save_file(tensors, weights, metadata={"format": "pt"})
     with pytest.raises(FoundryError) as e:
-        load_adapter(result.path)
+        load_adapter(result.path)  # the recorded sha256 no longer matches
+    assert "model.safetensors" in e.value.message and "sha256" in e.value.message
+    with pytest.raises(FoundryError) as e:
+        load_adapter(result.path, verify=False)  # without that check, the tensor check still refuses it
     assert "cls.predictions.transform.dense.weight" in e.value.message and "re-import" in e.value.hint
 
 

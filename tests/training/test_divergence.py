@@ -117,7 +117,7 @@ def test_foundry_train_divergence_exits_2_and_keeps_the_previous_outputs(tmp_pat
     assert "Traceback" not in out
     assert _snapshot(tmp_path / "models") | _snapshot(tmp_path / "plots") == before
     assert not (tmp_path / "logs/train_timing.json").exists()
-    assert not list(tmp_path.rglob(".tmp-*"))
+    assert not list(tmp_path.rglob(".foundry-tmp-*"))
     for path in tmp_path.rglob("*"):
         if path.suffix in (".json", ".csv") and path.is_file():
             text = path.read_text(encoding="utf-8")

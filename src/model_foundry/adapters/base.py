@@ -17,7 +17,8 @@ from torch import nn
 
 from model_foundry.adapters.spec import ArchitectureSpec
 from model_foundry.errors import FoundryError
-from model_foundry.io import atomic_dir, read_json, sha256_file, write_json
+from model_foundry.io import atomic_dir, sha256_file, write_json
+from model_foundry.model_check import restore_hint
 from model_foundry.schema import build
 
 CONFIG_NAME = "config.json"
@@ -206,45 +207,94 @@ class ScratchAdapter(BaseAdapter):
 
     @classmethod
     def load_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> ScratchAdapter:
+        """Rebuild the model from config.json and load its weights; FoundryError when they do not match."""
         from safetensors.torch import load_file
 
         path = Path(path)
-        raw = read_json(path / CONFIG_NAME)
+        raw, _ = read_model_info(path)
         names = {f.name for f in dataclasses.fields(cls.spec.config_cls)}
-        config = build(
-            cls.spec.config_cls, {k: v for k, v in raw.items() if k in names}, str(path / CONFIG_NAME)
-        )
+        try:
+            config = build(
+                cls.spec.config_cls, {k: v for k, v in raw.items() if k in names}, str(path / CONFIG_NAME)
+            )
+        except FoundryError as e:  # the rule's hint is for params.yaml; this file was written by us
+            raise FoundryError(e.message, restore_hint(path / CONFIG_NAME)) from None
         adapter = cls.build(config)
-        tensors = adapter.import_state_dict(load_file(str(path / WEIGHTS_NAME), device=str(device)))
-        adapter.model.load_state_dict(tensors, strict=True)
+        try:
+            tensors = adapter.import_state_dict(load_file(str(path / WEIGHTS_NAME), device=str(device)))
+            adapter.model.load_state_dict(tensors, strict=True)
+        except (RuntimeError, KeyError, ValueError) as e:  # missing/unexpected keys, size mismatch
+            raise FoundryError(
+                f"{path / WEIGHTS_NAME} does not match {path / CONFIG_NAME} ({cls.spec.name}): "
+                f"{_first_line(e)}",
+                restore_hint(path / CONFIG_NAME),
+            ) from None
         adapter.model.to(device)
-        if (path / "tokenizer.json").exists():
+        if (path / "tokenizer.json").is_file():
             adapter.tokenizer = load_tokenizer(path)
         return adapter
 
 
+def _first_line(e: BaseException, limit: int = 300) -> str:
+    """The start of an exception's message, for an error line (torch's are many lines long)."""
+    text = " ".join(str(e).split())
+    return text[:limit] + ("…" if len(text) > limit else "")
+
+
 def load_tokenizer(path: str | Path) -> Any:
-    """The tokenizer saved in a folder, as a transformers fast tokenizer (no remote code)."""
+    """The tokenizer saved in a folder, as a transformers fast tokenizer (no remote code).
+
+    Raises FoundryError naming the folder when its tokenizer files are damaged or cannot be built.
+    """
     from transformers import PreTrainedTokenizerFast
 
-    return PreTrainedTokenizerFast.from_pretrained(str(path))
+    path = Path(path)
+    check_tokenizer_files(path)
+    try:
+        return PreTrainedTokenizerFast.from_pretrained(str(path))
+    except Exception as e:  # noqa: BLE001 — tokenizers/transformers raise many types for a bad file
+        raise tokenizer_error(path, e) from None
+
+
+def check_tokenizer_files(path: Path) -> None:
+    """The folder's tokenizer JSON files parse and are objects of the expected shape (before transformers)."""
+    from model_foundry.model_check import read_json_object, require_types
+
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (path / name).is_file():
+            data = read_json_object(path / name)
+            if name == "tokenizer.json":
+                require_types(data, {"model": dict, "added_tokens": list}, str(path / name))
+            if name == "tokenizer_config.json":
+                types = {"chat_template": (str, list), "model_max_length": (int, float),
+                         "added_tokens_decoder": dict, "tokenizer_class": str}  # fmt: skip
+                require_types(data, types, str(path / name))
+
+
+def tokenizer_error(path: Path, e: BaseException) -> FoundryError:
+    """The error for a tokenizer that transformers cannot build from the folder's files."""
+    return FoundryError(
+        f"The tokenizer in {path} cannot be built: {e.__class__.__name__}: {_first_line(e)}",
+        restore_hint(path / "tokenizer.json"),
+    )
 
 
 def read_model_info(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(config.json, metadata.json) of a canonical model folder, with a clear error when it is not one."""
-    path = Path(path)
-    if not (path / CONFIG_NAME).is_file():
-        raise FoundryError(
-            f"{path} is not a model folder (no {CONFIG_NAME}).",
-            "Point to a folder written by `foundry convert`, `foundry train` or `foundry import-model`.",
-        )
-    meta = read_json(path / METADATA_NAME) if (path / METADATA_NAME).is_file() else {}
-    return read_json(path / CONFIG_NAME), meta
+    """(config.json, metadata.json) of a canonical model folder, with a clear error when it is not one or
+    either file is damaged (not JSON, not an object, fields of the wrong type)."""
+    from model_foundry.model_check import read_model_files
+
+    return read_model_files(path)
 
 
-def load_adapter(path: str | Path, device: str | torch.device = "cpu") -> BaseAdapter:
-    """Load any canonical model folder with the adapter its architecture is registered with."""
+def load_adapter(path: str | Path, device: str | torch.device = "cpu", verify: bool = True) -> BaseAdapter:
+    """Load any canonical model folder with the adapter its architecture is registered with.
+
+    First `model_check.check_model_folder`: damaged JSON files, safetensors headers and (when `verify`)
+    weights that differ from the sha256 metadata.json records are refused with FoundryError, before loading.
+    """
     from model_foundry.adapters import get_spec
+    from model_foundry.model_check import check_model_folder
 
     config, meta = read_model_info(path)
     spec = get_spec(meta.get("architecture") or config.get("architecture"))
@@ -252,4 +302,5 @@ def load_adapter(path: str | Path, device: str | torch.device = "cpu") -> BaseAd
         raise FoundryError(
             f"{path} has no weights yet.", "Run the train stage (`dvc repro`) to produce them."
         )
+    check_model_folder(path, verify=verify)
     return spec.adapter_cls().load_checkpoint(path, device=device)

@@ -18,6 +18,7 @@ from model_foundry.adapters.base import METADATA_NAME, BaseAdapter, read_model_i
 from model_foundry.adapters.hf_config import HFFamily
 from model_foundry.errors import FoundryError
 from model_foundry.io import atomic_dir, sha256_file, write_json
+from model_foundry.model_check import restore_hint
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # metadata.json keys a trained or fine-tuned copy inherits from the imported model it was loaded from.
@@ -28,12 +29,22 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.txt", "vocab.json
 
 
 def load_hf_tokenizer(path: str | Path) -> Any:
-    """The model's own tokenizer (fast, chat template included); None when the folder has none."""
+    """The model's own tokenizer (fast, chat template included); None when the folder has none.
+
+    FoundryError naming the folder when its tokenizer files are damaged or cannot be built.
+    """
     from transformers import AutoTokenizer
 
-    if not any((Path(path) / name).is_file() for name in TOKENIZER_FILES):
+    from model_foundry.adapters.base import check_tokenizer_files, tokenizer_error
+
+    path = Path(path)
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
         return None
-    return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False, local_files_only=True)
+    check_tokenizer_files(path)
+    try:
+        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False, local_files_only=True)
+    except Exception as e:  # noqa: BLE001 — tokenizers/transformers raise many types for a bad file
+        raise tokenizer_error(path, e) from None
 
 
 def require_complete(path: Path, model_cls: Any) -> None:
@@ -41,7 +52,11 @@ def require_complete(path: Path, model_cls: Any) -> None:
     from model_foundry.adapters.hf_weights import check_weights, missing_error, require_shapes
 
     check = check_weights(path, model_cls)
-    require_shapes(check, str(path))
+    require_shapes(
+        check,
+        str(path),
+        "config.json and the weights are from different models: " + restore_hint(path / "config.json"),
+    )
     if check.missing:
         raise missing_error(
             check,
@@ -93,13 +108,24 @@ class HFAdapter(BaseAdapter):
         """
         path = Path(path)
         config, meta = read_model_info(path)
+        from model_foundry.adapters.hf_weights import config_error
+
         model_cls = cls.model_class(config.get("model_type"), str(path))
         require_complete(path, model_cls)
         dtype_name = (meta.get("load") or {}).get("dtype", "float32")
+        if dtype_name != "auto" and dtype_name not in TORCH_DTYPES:
+            raise FoundryError(
+                f"{path / METADATA_NAME}: load.dtype = {dtype_name!r} must be one of auto, "
+                f"{', '.join(TORCH_DTYPES)}.",
+                restore_hint(path / METADATA_NAME),
+            )
         dtype = "auto" if dtype_name == "auto" else TORCH_DTYPES[dtype_name]
-        model, info = model_cls.from_pretrained(
-            str(path), dtype=dtype, local_files_only=True, output_loading_info=True
-        )
+        try:
+            model, info = model_cls.from_pretrained(
+                str(path), dtype=dtype, local_files_only=True, output_loading_info=True
+            )
+        except Exception as e:  # noqa: BLE001 — transformers/huggingface_hub raise many types for a bad config
+            raise config_error(path, model_cls, e) from None
         if info["missing_keys"]:  # the header check above already refuses this; never load random weights
             raise FoundryError(f"{path}: weights missing at load: {sorted(info['missing_keys'])[:8]}.")
         model.to(device)

@@ -14,7 +14,6 @@ are then initialised once, seeded, and saved into the imported folder, so every 
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -23,17 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from model_foundry import model_check
 from model_foundry.errors import FoundryError
 
 SAFE_INDEX = "model.safetensors.index.json"
 INIT_SEED = 0  # seed of the one-time initialisation of missing tensors (recorded in metadata.json)
 SHOWN = 8  # key names shown in a message; the rest is counted
-# safetensors dtype → torch dtype name
-ST_TORCH = {
-    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64", "I32": "int32",
-    "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool", "F8_E4M3": "float8_e4m3fn",
-    "F8_E5M2": "float8_e5m2",
-}  # fmt: skip
 
 
 @dataclass
@@ -48,28 +42,17 @@ class WeightCheck:
 
 
 def weight_files(folder: str | Path) -> list[Path]:
-    """The safetensors files transformers reads from `folder`: the index's shards, else model.safetensors."""
-    folder = Path(folder)
-    if (folder / SAFE_INDEX).is_file():
-        index = json.loads((folder / SAFE_INDEX).read_text(encoding="utf-8"))
-        return [folder / name for name in sorted(set(index.get("weight_map", {}).values()))]
-    single = folder / "model.safetensors"
-    return [single] if single.is_file() else []
+    """The safetensors files transformers reads from `folder`: the index's shards, else model.safetensors.
+
+    The index is checked first (`model_check.read_index`): FoundryError when it is damaged.
+    """
+    return model_check.weight_files(folder)
 
 
 def read_header(path: Path) -> dict[str, dict[str, Any]]:
-    """{tensor name: {"dtype", "shape"}} from a safetensors header (8-byte length + JSON); no tensor data."""
-    try:
-        with open(path, "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            header = json.loads(f.read(n))
-    except (OSError, ValueError) as e:
-        raise FoundryError(
-            f"{path} is not a readable safetensors file ({e.__class__.__name__}).",
-            "The weights are damaged: re-import the model.",
-        ) from None
-    header.pop("__metadata__", None)
-    return header
+    """{tensor name: {"dtype", "shape", "data_offsets"}} of a safetensors file, checked completely
+    (`model_check.check_safetensors`); no tensor data read. FoundryError when the file is damaged."""
+    return model_check.check_safetensors(path, str(path))[0]
 
 
 def checkpoint_tensors(folder: str | Path) -> dict[str, dict[str, Any]]:
@@ -111,18 +94,23 @@ def check_weights(folder: str | Path, model_cls: Any) -> WeightCheck:
     import torch
 
     folder = Path(folder)
-    config = model_cls.config_class.from_pretrained(str(folder), local_files_only=True)
-    state = {}
-    for name, t in checkpoint_tensors(folder).items():
-        dtype = getattr(torch, ST_TORCH.get(t.get("dtype"), "float32"))
-        state[name] = torch.empty(t["shape"], dtype=dtype, device="meta")
-    with quiet_transformers():
-        _, info = model_cls.from_pretrained(
-            None, config=config, state_dict=state, device_map="meta", output_loading_info=True,
-            ignore_mismatched_sizes=True,
-        )  # fmt: skip
-        with torch.device("meta"):  # as built for a load: tied weights are one Parameter
-            model = model_cls(config)
+    tensors = checkpoint_tensors(folder)
+    model_check.read_json_object(folder / model_check.CONFIG_NAME)
+    try:
+        config = model_cls.config_class.from_pretrained(str(folder), local_files_only=True)
+        state = {}
+        for name, t in tensors.items():
+            dtype = getattr(torch, model_check.ST_DTYPES[t["dtype"]][1])
+            state[name] = torch.empty(t["shape"], dtype=dtype, device="meta")
+        with quiet_transformers():
+            _, info = model_cls.from_pretrained(
+                None, config=config, state_dict=state, device_map="meta", output_loading_info=True,
+                ignore_mismatched_sizes=True,
+            )  # fmt: skip
+            with torch.device("meta"):  # as built for a load: tied weights are one Parameter
+                model = model_cls(config)
+    except Exception as e:  # noqa: BLE001 — transformers/huggingface_hub raise many types for a bad config
+        raise config_error(folder, model_cls, e) from None
     mismatched = [
         f"{name}: checkpoint {tuple(saved)} vs model {tuple(wanted)}"
         for name, saved, wanted in sorted(info["mismatched_keys"])
@@ -136,19 +124,35 @@ def check_weights(folder: str | Path, model_cls: Any) -> WeightCheck:
     )
 
 
+def config_error(folder: Path, model_cls: Any, e: BaseException) -> FoundryError:
+    """config.json holds values transformers cannot build `model_cls` from (wrong types, impossible sizes).
+
+    A FoundryError passes through unchanged.
+    """
+    if isinstance(e, FoundryError):
+        return e
+    text = " ".join(str(e).split())[:300]
+    return FoundryError(
+        f"{folder / model_check.CONFIG_NAME} does not describe a {model_cls.__name__} that can be built: "
+        f"{e.__class__.__name__}: {text}",
+        model_check.restore_hint(folder / model_check.CONFIG_NAME),
+    )
+
+
 def listing(keys: list[str]) -> str:
     """The first few names and how many more: `a, b, c (and 12 more)`."""
     shown = ", ".join(keys[:SHOWN])
     return shown + (f" (and {len(keys) - SHOWN} more)" if len(keys) > SHOWN else "")
 
 
-def require_shapes(check: WeightCheck, where: str) -> None:
+def require_shapes(check: WeightCheck, where: str, hint: str | None = None) -> None:
     """Tensors whose shape differs from the config's are never usable: a FoundryError naming them."""
     if check.mismatched:
         raise FoundryError(
             f"{where}: {len(check.mismatched)} tensors do not have the shape config.json gives "
             f"{check.model_class}: {listing(check.mismatched)}.",
-            "config.json and the weights are from different models: re-save them together with "
+            hint
+            or "config.json and the weights are from different models: re-save them together with "
             "save_pretrained.",
         )
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from model_foundry.cli.options import ModelDirOpt
+from model_foundry.cli.options import ModelDirOpt, NoVerifyOpt
 
 
 def generate(
@@ -17,6 +17,7 @@ def generate(
     temperature: Annotated[float, typer.Option(help="0 = greedy.", min=0.0)] = 0.8,
     top_k: Annotated[int, typer.Option(help="Sample among the k likeliest tokens; 0 = all.", min=0)] = 50,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    no_verify: NoVerifyOpt = False,
 ) -> None:
     """Continue a prompt with a trained model (an error if its weights or logits are NaN/Infinity)."""
     import torch
@@ -34,7 +35,7 @@ def generate(
             f"{model} is a masked language model: it fills in masked tokens and cannot continue a prompt.",
             "Generate with a model trained with train.objective: causal_lm (e.g. models/gpt-tiny-trained).",
         )
-    adapter = load_adapter(model)
+    adapter = load_adapter(model, verify=not no_verify)
     require_finite_weights(adapter.model, model)
     tok = adapter.tokenizer
     if tok is None:
@@ -58,12 +59,13 @@ def generate(
 
 
 def info(model: Annotated[Path, typer.Argument(help="A canonical model folder.")]) -> None:
-    """Show a model folder's metadata."""
+    """Show a model folder's metadata (an error naming the file when config.json, metadata.json or a
+    weight file's header is damaged; the weights' sha256 is checked by the commands that load them)."""
     import json
 
-    from model_foundry.adapters.base import read_model_info
+    from model_foundry.model_check import check_model_folder
 
-    _, meta = read_model_info(model)
+    _, meta = check_model_folder(model, verify=False)
     print(json.dumps(meta, indent=2))
 
 

@@ -23,3 +23,11 @@ CorpusOutOpt = Annotated[Path, typer.Option("--corpus-out", help="Folder for the
 SourceOutOpt = Annotated[Path, typer.Option("--source-out", help="Folder for the model source.")]
 PlotsOpt = Annotated[Path, typer.Option("--plots", help="Folder for the loss-by-step CSVs.")]
 MetricsOpt = Annotated[Path, typer.Option("--metrics", help="The metrics file to write.")]
+NoVerifyOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-verify",
+        help="Skip comparing the model's weights with the sha256 in its metadata.json (cached per file, so "
+        "the check is one read of each changed file).",
+    ),
+]

@@ -14,6 +14,7 @@ from model_foundry.cli.options import (
     DataDirOpt,
     MetricsOpt,
     ModelDirOpt,
+    NoVerifyOpt,
     OutOpt,
     ParamsOpt,
     PlotsOpt,
@@ -124,11 +125,12 @@ def train(
     plots: PlotsOpt,
     params: ParamsOpt = Path("params.yaml"),
     quiet: QuietOpt = False,
+    no_verify: NoVerifyOpt = False,
 ) -> None:
     """train stage: train the model and save it (safetensors + config + tokenizer + metadata)."""
     from model_foundry.stages import train as stage
 
-    s = stage.run(load_params(params), model, data, out, plots, progress=not quiet)
+    s = stage.run(load_params(params), model, data, out, plots, progress=not quiet, verify=not no_verify)
     print(
         f"trained → {out}: train loss {s['final_train_loss']:.4f}, val loss {s['final_val_loss']:.4f}, "
         f"{s['train_tokens_per_s']:,.0f} tokens/s, MLflow run {s['run_id']}"
@@ -140,11 +142,12 @@ def evaluate(
     data: DataDirOpt,
     metrics: MetricsOpt,
     params: ParamsOpt = Path("params.yaml"),
+    no_verify: NoVerifyOpt = False,
 ) -> None:
     """evaluate stage: validation metrics (and a unigram baseline) into metrics.json and MLflow."""
     from model_foundry.stages import evaluate as stage
 
-    result = stage.run(load_params(params), model, data, metrics)
+    result = stage.run(load_params(params), model, data, metrics, verify=not no_verify)
     print(json.dumps(result, indent=2))
 
 

@@ -131,20 +131,62 @@ def _read_file(path: Path, text_field: str, norm: Normalisation) -> list[str]:
     return docs
 
 
-def _files(source: str) -> list[Path]:
+# What the pipeline writes or keeps, relative to the project root (the working directory of every stage). A
+# corpus read from there would feed the pipeline its own outputs (a user folder such as data/raw/ is fine).
+OUTPUT_DIRS = (
+    "data/corpus", "data/source", "data/tokenized", "data/inputs", "models", "plots", ".dvc", ".git",
+    ".foundry-cache",
+)  # fmt: skip
+
+
+def check_source(source: str, root: Path | None = None) -> Path:
+    """The path of one `data.source` entry, checked: not empty, existing, neither inside the pipeline's
+    outputs (OUTPUT_DIRS under `root`, default the working directory) nor a folder holding one of them.
+
+    Symlinks are resolved first, so a link into models/ is refused too. Raises FoundryError otherwise.
+    """
+    fix = f"Point data.source at .txt/.jsonl files or a folder of them (corpus/), or use {BUILTIN_CORPUS!r}."
+    if not source.strip():  # Path("") is the working directory: every .txt/.jsonl of the project
+        raise FoundryError(f"data.source {source!r} is an empty path.", fix)
     path = Path(source)
     if not path.exists():
+        raise FoundryError(f"data.source {source!r} does not exist.", fix)
+    root = (root or Path.cwd()).resolve()
+    resolved = path.resolve()
+    if resolved == root or resolved in root.parents:
         raise FoundryError(
-            f"data.source {source!r} does not exist.",
-            f"Point data.source at a .txt/.jsonl file or a folder of them, or use {BUILTIN_CORPUS!r}.",
+            f"data.source {source!r} is the project folder (or holds it): it would read the pipeline's own "
+            "outputs (data/, models/) as corpus.",
+            fix,
         )
+    for out in OUTPUT_DIRS:
+        target = root / out
+        if resolved == target or target in resolved.parents:
+            raise FoundryError(f"data.source {source!r} is inside {out}/, where the pipeline writes.", fix)
+        if resolved in target.parents and target.exists():
+            raise FoundryError(
+                f"data.source {source!r} holds {out}/, where the pipeline writes: its outputs would be read "
+                "back as corpus.",
+                fix,
+            )
+    return path
+
+
+def _files(source: str) -> list[Path]:
+    path = check_source(source)
     if path.is_file():
         if path.suffix not in SUFFIXES:
-            raise FoundryError(f"data.source {source!r} is not a .txt or .jsonl file.")
+            raise FoundryError(
+                f"data.source {source!r} is not a .txt or .jsonl file.",
+                "Convert it to plain text (.txt) or JSON lines (.jsonl), or point at a folder of them.",
+            )
         return [path]
     files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in SUFFIXES)
     if not files:
-        raise FoundryError(f"The folder {source!r} holds no .txt or .jsonl files.")
+        raise FoundryError(
+            f"The folder {source!r} holds no .txt or .jsonl files.",
+            "Put the corpus there as .txt or .jsonl files, or point data.source elsewhere.",
+        )
     return files
 
 

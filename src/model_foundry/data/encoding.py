@@ -12,6 +12,11 @@ padding and the post-processor removed and `encode_special_tokens = True` (the a
 special tokens in the text alone, tokenizers >= 0.15). Unigram models also hold the special tokens as pieces
 with score 0 (more likely than any real piece), so the copy gives those pieces a score no segmentation picks.
 Whatever still yields a special id from text is refused: that would be a wrong training stream.
+
+A long text is encoded in pieces of about CHUNK_CHARS characters (`split_long`), cut only before a single
+space between two words, where every pre-tokenizer we use (byte-level, BERT, Metaspace, our bounded runs)
+splits anyway: the ids equal those of the whole text, and memory follows the piece, not the longest line (a
+50 MB single-line document would otherwise take gigabytes in the tokenizer's per-token records).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import contextlib
 import json
 import re
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +38,56 @@ from model_foundry.errors import FoundryError
 MAX_RUN = 100
 OVERLONG_RUN = re.compile(rf"\S{{{MAX_RUN + 1},}}")
 UNIGRAM_SPECIAL_SCORE = -1e6  # far below any learned log-probability (those are > -100)
+CHUNK_CHARS = 1 << 16  # a longer text is encoded in pieces of about this many characters
+# A whitespace-free run longer than this is cut at a multiple of MAX_RUN from its start (where our own
+# tokenizers cut it too); other tokenizers may encode that cut otherwise (such runs are reported as overlong).
+HARD_CHARS = MAX_RUN * 10_000
+_SPACE = re.compile(r"\s")
+
+
+def _soft_cut(text: str, start: int, end: int) -> int | None:
+    """The last position in (start, end) holding a single space between two non-space characters."""
+    cut = text.rfind(" ", start + 1, end)
+    while cut > start:
+        if not text[cut - 1].isspace() and cut + 1 < len(text) and not text[cut + 1].isspace():
+            return cut
+        cut = text.rfind(" ", start + 1, cut)
+    return None
+
+
+def _next_soft_cut(text: str, start: int, end: int) -> int | None:
+    """The first position in [start, end) holding a single space between two non-space characters."""
+    cut = text.find(" ", max(start, 1), end)
+    while cut != -1:
+        if not text[cut - 1].isspace() and cut + 1 < len(text) and not text[cut + 1].isspace():
+            return cut
+        cut = text.find(" ", cut + 1, end)
+    return None
+
+
+def _hard_cut(text: str, start: int) -> int:
+    """A cut inside a whitespace-free run at most HARD_CHARS after `start`, a multiple of MAX_RUN from the
+    run's start (so our bounded-run pre-tokenizer splits there too)."""
+    end = start + HARD_CHARS
+    last_space = max((m.end() for m in _SPACE.finditer(text, start, end)), default=start)
+    cut = last_space + (end - last_space) // MAX_RUN * MAX_RUN
+    return cut if cut > start else end
+
+
+def split_long(text: str, size: int = CHUNK_CHARS) -> Iterator[tuple[int, str]]:
+    """(offset, piece) pieces of `text`, each about `size` characters, cut only before a space between words.
+
+    A piece grows past `size` to the end of a whitespace-free run, up to HARD_CHARS (then `_hard_cut`).
+    """
+    start = 0
+    while len(text) - start > size:
+        cut = _soft_cut(text, start, start + size) or _next_soft_cut(text, start + size, start + HARD_CHARS)
+        cut = cut or _hard_cut(text, start)
+        if cut >= len(text):
+            break
+        yield start, text[start:cut]
+        start = cut
+    yield start, text[start:]
 
 
 def overlong_runs(text: str) -> int:
@@ -133,7 +189,24 @@ class TextEncoder:
 
     def encode(self, text: str) -> list[int]:
         """Token ids of user text: no special tokens added, none recognised in the text, nothing cut."""
-        return self._check(text, self.backend.encode(text, add_special_tokens=False).ids)
+        return [i for ids in self.encode_pieces(text) for i in ids]
+
+    def encode_pieces(self, text: str, stats: EncodingStats | None = None) -> Iterator[list[int]]:
+        """The ids of `text` piece by piece (see `split_long`): together, exactly the ids of the whole text.
+
+        Memory stays bounded by the piece size however long the text; what encoding did to the text is
+        added into `stats` when given.
+        """
+        if stats is not None:
+            stats.documents += 1
+            stats.characters += len(text)
+            stats.overlong_runs += overlong_runs(text)
+        for _, piece in split_long(text):
+            enc = self.backend.encode(piece, add_special_tokens=False)
+            ids = self._check(piece, enc.ids)
+            if stats is not None:
+                self._cover(piece, ids, enc.offsets, stats)
+            yield ids
 
     def encode_markup(self, text: str) -> list[int]:
         """Token ids of text written by the code (special-token strings in it are control tokens)."""
@@ -141,19 +214,27 @@ class TextEncoder:
 
     def encode_batch(self, texts: list[str], stats: EncodingStats | None = None) -> list[list[int]]:
         """Ids of each text, adding what happened to them into `stats` when given."""
-        out = []
-        for text, enc in zip(texts, self.backend.encode_batch(texts, add_special_tokens=False), strict=True):
-            ids = self._check(text, enc.ids)
-            out.append(ids)
+        out: list[list[int] | None] = [None] * len(texts)
+        short = [i for i, text in enumerate(texts) if len(text) <= CHUNK_CHARS]
+        encodings = self.backend.encode_batch([texts[i] for i in short], add_special_tokens=False)
+        for i, enc in zip(short, encodings, strict=True):
+            out[i] = self._check(texts[i], enc.ids)
             if stats is not None:
-                self._count(text, ids, enc.offsets, stats)
+                self._count(texts[i], out[i], enc.offsets, stats)
+        for i, text in enumerate(texts):
+            if out[i] is None:  # long: piece by piece
+                out[i] = [token for ids in self.encode_pieces(text, stats) for token in ids]
         return out
 
     def _count(self, text: str, ids: list[int], offsets: list[tuple[int, int]], stats: EncodingStats) -> None:
         stats.documents += 1
         stats.characters += len(text)
-        stats.tokens += len(ids)
         stats.overlong_runs += overlong_runs(text)
+        self._cover(text, ids, offsets, stats)
+
+    def _cover(self, text: str, ids: list[int], offsets: list[tuple[int, int]], stats: EncodingStats) -> None:
+        """Add the tokens, unknown and dropped characters of one encoded text (or piece) into `stats`."""
+        stats.tokens += len(ids)
         covered_to = 0
         unk_to = 0
         for tid, (start, end) in sorted(zip(ids, offsets, strict=True), key=lambda p: p[1]):

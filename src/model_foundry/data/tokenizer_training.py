@@ -153,7 +153,14 @@ TRAINERS: dict[str, Callable[..., Any]] = {"bpe": _bpe, "wordpiece": _wordpiece,
 
 
 def _train_backend(kind: str, vocab_size: int, min_frequency: int, objective: str, texts: list[str]) -> str:
-    """Train a `tokenizers.Tokenizer` and return it as JSON (runs in a child process)."""
+    """Train a `tokenizers.Tokenizer` and return it as JSON (runs in a child process).
+
+    Long texts are fed in pieces cut between words (`split_long`): the trainer counts the same words, and its
+    memory follows the piece size instead of the longest line.
+    """
+    from model_foundry.data.encoding import split_long
+
+    texts = [piece for text in texts for _, piece in split_long(text)]
     special = SPECIAL_TOKENS[objective]
     args = (vocab_size, min_frequency, special.all, texts)
     tok = TRAINERS[kind](*args) if kind == "bpe" else TRAINERS[kind](*args, special.unk)

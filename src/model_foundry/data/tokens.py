@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from model_foundry.data.encoding import EncodingStats, text_encoder
+from model_foundry.data.encoding import CHUNK_CHARS, EncodingStats, text_encoder
 from model_foundry.errors import FoundryError
 
 META_NAME = "meta.json"
@@ -35,16 +35,38 @@ def encode_documents(
     """Encode and write the packed stream `doc0 SEP doc1 SEP ...`; returns the token count.
 
     Documents are encoded as data (see `data.encoding`): whole, with no special tokens but the separator the
-    code puts between them. What encoding did to the text is added into `stats` when given.
+    code puts between them. What encoding did to the text is added into `stats` when given. Short documents
+    are encoded in batches, a long one piece by piece, each piece written as it comes: memory follows the
+    piece size (CHUNK_CHARS), not the longest document.
     """
     encoder = text_encoder(tokenizer)
     n = 0
     with open(path, "wb") as f:
-        for i in range(0, len(docs), 256):
-            for ids in encoder.encode_batch(docs[i : i + 256], stats):
-                arr = np.asarray([*ids, separator_id], dtype=dtype)
-                f.write(arr.tobytes())
-                n += arr.size
+
+        def write(ids: list[int]) -> None:
+            nonlocal n
+            arr = np.asarray(ids, dtype=dtype)
+            f.write(arr.tobytes())
+            n += arr.size
+
+        batch: list[str] = []
+
+        def flush() -> None:
+            for ids in encoder.encode_batch(batch, stats):
+                write([*ids, separator_id])
+            batch.clear()
+
+        for doc in docs:
+            if len(doc) > CHUNK_CHARS:
+                flush()
+                for ids in encoder.encode_pieces(doc, stats):
+                    write(ids)
+                write([separator_id])
+            else:
+                batch.append(doc)
+                if len(batch) == 256:
+                    flush()
+        flush()
     return n
 
 

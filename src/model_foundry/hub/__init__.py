@@ -98,7 +98,7 @@ class ImportResult:
 def _read_json(path: Path, name: str, where: str) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise FoundryError(
             f"{where}/{name} is not valid JSON: {e}", "The file is damaged; re-download it."
         ) from None
@@ -112,8 +112,14 @@ def plan_import(
     cache_dir: str | Path | None = None,
     echo: Echo = _stderr,
 ) -> ImportPlan:
-    """Resolve and validate SOURCE, reading only small files (config, shard index, README, licence)."""
+    """Resolve and validate SOURCE, reading only small files (config, shard index, README, licence).
+
+    Credentials in SOURCE are stripped with a warning: `plan.source` never holds them (see `sources`).
+    """
     src = parse_source(source, revision)
+    if isinstance(src, HubSource) and src.credentials:
+        echo(credentials_warning(src))
+        source = src.text
     if isinstance(src, HubSource):
         snap = _download.open_hub(src, cache_dir, warn=echo)
         where = src.repo_id
@@ -152,6 +158,14 @@ def plan_import(
     if note:
         plan.notes.append(note)
     return plan
+
+
+def credentials_warning(src: HubSource) -> str:
+    """The warning for a SOURCE that carried credentials (they are neither used nor recorded)."""
+    return (
+        f"warning: SOURCE carried {' and '.join(src.credentials)}: they are not used and not recorded "
+        f"(recorded as {src.text}). Set HF_TOKEN, or run `hf auth login`, for private or gated repositories."
+    )
 
 
 def _license_owner(plan: ImportPlan) -> str:
@@ -247,7 +261,7 @@ def import_model(
         architecture=plan.architecture,
         model_id=meta["model_id"],
         revision=meta["revision"],
-        source=source,
+        source=plan.source,
         parameters=meta["parameters"],
         dtype=meta["dtype"],
         license=meta["license"],

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import mmap
 import os
 import shutil
 import sys
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,33 +25,10 @@ from model_foundry.errors import FoundryError
 from model_foundry.hub.download import LocalFile, evict
 from model_foundry.hub.validate import CONFIG, SAFE_INDEX, SAFE_SINGLE, FileSelection
 from model_foundry.io import atomic_dir, write_json
+from model_foundry.model_check import ST_DTYPES, WeightsInfo, check_safetensors
 
 CHUNK = 8 << 20
 WINDOW = 64 << 20  # mmap window of _hash (a multiple of mmap.ALLOCATIONGRANULARITY)
-MAX_HEADER = 100 << 20  # safetensors' own limit on the JSON header
-# safetensors dtype → (bytes per element, torch dtype name)
-ST_DTYPES = {
-    "F64": (8, "float64"), "F32": (4, "float32"), "F16": (2, "float16"), "BF16": (2, "bfloat16"),
-    "I64": (8, "int64"), "I32": (4, "int32"), "I16": (2, "int16"), "I8": (1, "int8"), "U8": (1, "uint8"),
-    "U16": (2, "uint16"), "U32": (4, "uint32"), "U64": (8, "uint64"), "BOOL": (1, "bool"),
-    "F8_E4M3": (1, "float8_e4m3fn"), "F8_E5M2": (1, "float8_e5m2"),
-}  # fmt: skip
-
-
-@dataclass
-class WeightsInfo:
-    parameters: int = 0
-    by_dtype: Counter = field(default_factory=Counter)
-
-    @property
-    def dtype(self) -> str | None:
-        if not self.by_dtype:
-            return None
-        return ST_DTYPES.get(self.by_dtype.most_common(1)[0][0], (0, self.by_dtype.most_common(1)[0][0]))[1]
-
-    def add(self, other: WeightsInfo) -> None:
-        self.parameters += other.parameters
-        self.by_dtype.update(other.by_dtype)
 
 
 @dataclass
@@ -70,51 +45,18 @@ def git_blob_sha1(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
-def _corrupt(name: str, why: str) -> FoundryError:
-    return FoundryError(
-        f"{name} is not a valid safetensors file: {why}.",
-        "The file is damaged or truncated: download it again (a corrupt Hub download leaves the cache) "
-        "or re-save the model with save_pretrained.",
-    )
+IMPORT_HINT = (
+    "The file is damaged or truncated: download it again (a corrupt Hub download leaves the cache) "
+    "or re-save the model with save_pretrained."
+)
 
 
 def inspect_safetensors(path: Path, name: str) -> WeightsInfo:
-    """Check the header and that the file holds exactly the bytes it declares; count parameters per dtype."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        raw = f.read(8)
-        if len(raw) < 8:
-            raise _corrupt(name, f"only {size} bytes")
-        n = int.from_bytes(raw, "little")
-        if n > min(size - 8, MAX_HEADER):
-            raise _corrupt(name, f"header length {n} exceeds the file ({size} bytes)")
-        try:
-            header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise _corrupt(name, f"header is not JSON ({e.__class__.__name__})") from None
-    if not isinstance(header, dict):
-        raise _corrupt(name, "header is not a JSON object")
-    data_size, end_max, info = size - 8 - n, 0, WeightsInfo()
-    for key, t in header.items():
-        if key == "__metadata__":
-            continue
-        try:
-            begin, end = t["data_offsets"]
-            numel = math.prod(t["shape"])
-            dtype = t["dtype"]
-        except (TypeError, KeyError, ValueError):
-            raise _corrupt(name, f"bad header entry for {key!r}") from None
-        width = ST_DTYPES.get(dtype, (None,))[0]
-        if not 0 <= begin <= end or (width is not None and end - begin != numel * width):
-            raise _corrupt(name, f"tensor {key!r} has inconsistent offsets")
-        end_max = max(end_max, end)
-        info.parameters += numel
-        info.by_dtype[dtype] += numel
-    if end_max > data_size:
-        raise _corrupt(name, f"truncated: {end_max - data_size} bytes of tensor data are missing")
-    if end_max < data_size:
-        raise _corrupt(name, f"{data_size - end_max} unexpected bytes after the tensor data")
-    return info
+    """The complete safetensors header check (`model_check.check_safetensors`): what imports also loads.
+
+    Returns the parameter count per dtype; FoundryError names the file and what is wrong with it.
+    """
+    return check_safetensors(path, name, IMPORT_HINT)[1]
 
 
 def _hash(path: Path, bar: Any) -> str:
@@ -353,24 +295,46 @@ def complete_weights(
     )
 
 
+TOKENIZER_HINT = (
+    "Import a revision whose tokenizer loads (a tokenizer.json, or slow files that tokenizer_config.json "
+    "names the class of), or fix the tokenizer files of the source folder."
+)
+
+
 def _ensure_fast_tokenizer(folder: Path, warn: Callable[[str], None]) -> None:
-    """Give the folder a tokenizer.json (the tokenize stage reads it) when the source has only slow files."""
-    if (folder / "tokenizer.json").is_file():
-        return
-    if not any((folder / n).is_file() for n in ("tokenizer.model", "vocab.txt", "vocab.json")):
+    """Give the folder a tokenizer.json (the tokenize stage and every load read it) when the source has only
+    slow tokenizer files, then load it as every later command will; FoundryError, with the reason, when that
+    fails (an import that succeeded would otherwise fail at `generate` or `tokenize`)."""
+    slow = [n for n in ("tokenizer.model", "vocab.txt", "vocab.json") if (folder / n).is_file()]
+    if not slow and not (folder / "tokenizer.json").is_file():
         warn("warning: the model has no tokenizer files; set tokenizer_override to use it in the pipeline")
         return
     try:
-        from transformers import AutoTokenizer
+        _build_fast_tokenizer(folder, slow)
+    except FoundryError as e:  # name the model, not the temp folder, and say what to do at import time
+        raise FoundryError(e.message.replace(str(folder), "the model"), TOKENIZER_HINT) from None
 
-        tok = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False, local_files_only=True)
-        if getattr(tok, "is_fast", False):
-            tok.save_pretrained(str(folder))
-    except Exception as e:  # noqa: BLE001 — best effort; the import itself is fine without it
-        warn(
-            "warning: could not build tokenizer.json from the slow tokenizer files "
-            f"({e.__class__.__name__}: {e})"
-        )
+
+def _build_fast_tokenizer(folder: Path, slow: list[str]) -> None:
+    from model_foundry.adapters.base import check_tokenizer_files, load_tokenizer
+
+    check_tokenizer_files(folder)
+    if not (folder / "tokenizer.json").is_file():
+        try:
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False, local_files_only=True)
+            fast = getattr(tok, "is_fast", False)
+            why = f"transformers built a slow {type(tok).__name__} only"
+        except Exception as e:  # noqa: BLE001 — conversion raises many types (ValueError, ImportError, ...)
+            fast, why = False, f"{e.__class__.__name__}: {' '.join(str(e).split())[:300]}"
+        if not fast:
+            raise FoundryError(
+                f"The model's tokenizer files ({', '.join(slow)}) cannot be converted to a fast tokenizer "
+                f"(tokenizer.json): {why}."
+            )
+        tok.save_pretrained(str(folder))
+    load_tokenizer(folder)
 
 
 # --- pickle → safetensors -------------------------------------------------------------------------------
@@ -430,10 +394,15 @@ def _load_pickle(path: Path, name: str) -> dict[str, Any]:
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except RuntimeError:  # legacy (pre-zip) format cannot be memory-mapped
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
+    except pickle.UnpicklingError as e:  # torch's own message ends by suggesting weights_only=False: not ours
+        import re
+
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        what = f"it references {found[1]}, which is not a tensor type" if found else "it is not tensors alone"
         raise FoundryError(
-            f"{name} holds objects other than tensors, so it is refused (weights_only=True): {str(e)[:200]}",
-            "Only plain state-dict checkpoints are converted.",
+            f"{name} is refused: {what}, and unpickling it could run arbitrary code on this machine.",
+            "Only checkpoints that hold nothing but tensors are converted (read with torch's weights-only "
+            "loader). Import the model's safetensors weights instead, or ask its publisher for them.",
         ) from None
     except (RuntimeError, EOFError, OSError) as e:
         raise FoundryError(

@@ -3,6 +3,11 @@ HF_HUB_OFFLINE behave as documented there), plus the same view of a local folder
 
 A `Snapshot` is one fixed set of files: a Hub repo at a resolved commit, or a folder. Files are fetched into
 the Hub cache (a second import of the same commit downloads nothing) and used from there.
+
+Symbolic links are followed only inside the source: a folder's links must stay in the folder (a Hub cache
+snapshot's in its repo's cache folder, where the blobs are). A link elsewhere (`LICENSE -> /etc/hostname`)
+would print and copy any file of this machine into models/, so every file an import reads or copies is
+checked, when the folder is listed and again when the file is fetched.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from model_foundry.errors import FoundryError
-from model_foundry.hub.sources import FolderSource, HubSource, endpoint
+from model_foundry.hub.sources import CACHE_SNAPSHOT, FolderSource, HubSource, endpoint
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 SHA1 = re.compile(r"^[0-9a-f]{40}$")
@@ -202,6 +207,10 @@ def _from_cache(source: HubSource, cache_dir: str | None, why: str, required: bo
             "it, or import a local folder.",
         )
     files = {}
+    refuse_outside_links(
+        snapshot, {p.relative_to(snapshot).as_posix(): t for p in snapshot.rglob("*")
+                   if (t := _outside_target(p, storage.resolve())) is not None},
+    )  # fmt: skip
     for p in sorted(snapshot.rglob("*")):
         if not p.is_file():
             continue
@@ -219,9 +228,52 @@ def _from_cache(source: HubSource, cache_dir: str | None, why: str, required: bo
     )  # fmt: skip
 
 
+def link_root(folder: Path) -> Path:
+    """Where the symbolic links of a source folder may point: the folder itself, or for a Hub cache snapshot
+    (`models--org--name/snapshots/<sha>`, whose files link to `../../blobs/`) its repo's cache folder."""
+    folder = folder.resolve()
+    return folder.parents[1] if CACHE_SNAPSHOT.search(folder.as_posix()) else folder
+
+
+def _is_inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def refuse_outside_links(where: str | Path, links: dict[str, str]) -> None:
+    """FoundryError naming every link (name → target) that points outside the source; nothing when none."""
+    if not links:
+        return
+    listing = ", ".join(f"{name} -> {target}" for name, target in sorted(links.items()))
+    raise FoundryError(
+        f"{where} has symbolic links that point outside it ({listing}); an import reads and copies only "
+        "files inside its source.",
+        "Replace each link with a copy of the file it points to (cp --remove-destination TARGET LINK), or "
+        "import from a folder without such links.",
+    )
+
+
+def _outside_target(entry: Path, root: Path) -> str | None:
+    """The target of `entry` when it is a link (or lies under one) that leaves `root`, else None."""
+    real = entry.resolve()
+    if _is_inside(real, root):
+        return None
+    return os.readlink(entry) if entry.is_symlink() else str(real)
+
+
 def open_folder(source: FolderSource) -> Snapshot:
-    """A local folder in Hugging Face format (top-level files); a Hub cache snapshot keeps its id/commit."""
+    """A local folder in Hugging Face format (top-level files); a Hub cache snapshot keeps its id/commit.
+
+    Raises FoundryError when a top-level entry that is not a folder links outside the source (see
+    `link_root`): such a file is neither listed nor read.
+    """
     files = {}
+    root = link_root(source.path)
+    outside = {
+        p.name: target
+        for p in source.path.iterdir()
+        if p.is_symlink() and not p.is_dir() and (target := _outside_target(p, root)) is not None
+    }
+    refuse_outside_links(source.path, outside)
     for p in sorted(source.path.iterdir()):
         if p.is_file():
             real = p.resolve()
@@ -239,6 +291,9 @@ def fetch(snapshot: Snapshot, names: list[str], progress: bool = True) -> dict[s
     if snapshot.kind == "folder":
         assert snapshot.folder is not None
         out = {}
+        root = link_root(snapshot.folder)
+        outside = {n: t for n in names if (t := _outside_target(snapshot.folder / n, root)) is not None}
+        refuse_outside_links(snapshot.folder, outside)  # checked again: the folder may have changed
         for n in names:
             f = snapshot.files.get(n)
             path = (snapshot.folder / n).resolve()
@@ -275,6 +330,10 @@ def _fetch_hub(snapshot: Snapshot, names: list[str], progress: bool) -> dict[str
             pointers[n] = Path(hf_hub_download(filename=n, local_files_only=snapshot.offline, **kwargs))
     if not snapshot.offline:
         _write_ref(snapshot)
+    storage = _storage(snapshot.repo_id, snapshot.cache_dir).resolve()
+    refuse_outside_links(
+        snapshot.label, {n: t for n, p in pointers.items() if (t := _outside_target(p, storage)) is not None}
+    )
     out = {}
     for n, pointer in pointers.items():
         f = snapshot.files.get(n) or RepoFile(n)

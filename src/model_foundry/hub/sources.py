@@ -3,6 +3,9 @@
 Accepted: `Qwen/Qwen2.5-0.5B`, `gpt2`, `https://huggingface.co/Qwen/Qwen2.5-0.5B[/tree/<rev>]` (also hf.co and
 the host of HF_ENDPOINT), and an existing folder. An existing folder wins over a Hub id of the same spelling;
 write `./name` to force a folder.
+
+Credentials in a URL (`https://user:TOKEN@…`, `?token=…`) are stripped before anything is recorded or printed:
+`HubSource.text` never holds them, and `HubSource.credentials` says what was removed (for a warning).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from model_foundry.credentials import strip_credentials
 from model_foundry.errors import FoundryError
 
 # huggingface_hub's rule for repo ids: [org/]name of word characters, '-' and '.', no '--' or '..'.
@@ -27,7 +31,8 @@ CACHE_SNAPSHOT = re.compile(r"models--(?P<repo>.+)/snapshots/(?P<sha>[0-9a-f]{40
 class HubSource:
     repo_id: str
     revision: str | None  # None: the default branch
-    text: str  # what the user wrote
+    text: str  # what the user wrote, without credentials
+    credentials: tuple[str, ...] = ()  # what was stripped from `text` ("a user name and password", ...)
 
     @property
     def url(self) -> str:
@@ -59,14 +64,21 @@ def _looks_like_path(text: str) -> bool:
 
 
 def parse_source(text: str, revision: str | None = None) -> Source:
-    """Classify SOURCE; `revision` (--revision) must agree with a `/tree/<rev>` in a URL."""
+    """Classify SOURCE; `revision` (--revision) must agree with a `/tree/<rev>` in a URL.
+
+    Credentials in SOURCE are never used: they are stripped (see HubSource.credentials) and appear in no
+    message. Raises FoundryError for an empty, unknown or malformed SOURCE.
+    """
     text = (text or "").strip()
+    removed: list[str] = []
+    if text and not Path(text).expanduser().is_dir():  # an existing folder is taken as written
+        text, removed = strip_credentials(text)
     if not text:
         raise FoundryError(
             "SOURCE is empty.", "Pass a Hub id (Qwen/Qwen2.5-0.5B), a Hub URL or a local folder."
         )
     if re.match(r"^[a-z][a-z0-9+.-]*://", text, re.IGNORECASE):
-        return _parse_url(text, revision)
+        return _parse_url(text, revision, tuple(removed))
     path = Path(text).expanduser()
     if path.is_dir():
         return _folder(path, text, revision)
@@ -77,7 +89,7 @@ def parse_source(text: str, revision: str | None = None) -> Source:
             "Pass a folder in Hugging Face format (config.json, *.safetensors, tokenizer), or a Hub id.",
         )
     if is_repo_id(text):
-        return HubSource(text, revision or None, text)
+        return HubSource(text, revision or None, text, tuple(removed))
     raise FoundryError(
         f"{text!r} is neither a Hub id, a Hub URL nor an existing folder.",
         "Examples: Qwen/Qwen2.5-0.5B, https://huggingface.co/Qwen/Qwen2.5-0.5B/tree/main, ./my-model.",
@@ -96,7 +108,7 @@ def _folder(path: Path, text: str, revision: str | None) -> FolderSource:
     return FolderSource(path, text)
 
 
-def _parse_url(text: str, revision: str | None) -> HubSource:
+def _parse_url(text: str, revision: str | None, removed: tuple[str, ...]) -> HubSource:
     parts = urlsplit(text)
     host = (parts.hostname or "").lower()
     allowed = set(HUB_HOSTS) | {(urlsplit(endpoint()).hostname or "").lower()}
@@ -122,4 +134,4 @@ def _parse_url(text: str, revision: str | None) -> HubSource:
         raise FoundryError(
             f"The URL names revision {url_rev!r} but --revision is {revision!r}.", "Give the revision once."
         )
-    return HubSource("/".join(repo_parts), url_rev or revision or None, text)
+    return HubSource("/".join(repo_parts), url_rev or revision or None, text, removed)

@@ -65,6 +65,11 @@ def family_for(config: dict[str, Any] | None, where: str) -> str:
     if not isinstance(config, dict):
         raise FoundryError(f"{where}/{CONFIG} is not a JSON object.")
     model_type = config.get("model_type")
+    if model_type is not None and not isinstance(model_type, str):
+        raise FoundryError(
+            f"{where}/{CONFIG}: model_type = {model_type!r} must be a string.",
+            f"Supported families: {supported_families()}.",
+        )
     if not model_type:
         raise FoundryError(
             f"{where}/{CONFIG} has no model_type, so its architecture is unknown.",
@@ -159,6 +164,12 @@ def _shards(index: Any, name: str, present: set[str], where: str) -> list[str]:
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
         raise FoundryError(f"{where}/{name} has no weight_map.", "The shard index is corrupt; re-upload it.")
+    bad = next(((k, v) for k, v in weight_map.items() if not isinstance(v, str)), None)
+    if bad is not None:
+        raise FoundryError(
+            f"{where}/{name}: weight_map[{bad[0]!r}] = {bad[1]!r} is not a shard file name.",
+            "The shard index is corrupt; re-upload it (every value names a weight file).",
+        )
     shards = sorted(set(weight_map.values()))
     missing = [s for s in shards if s not in present or "/" in s]
     if missing:

@@ -55,7 +55,9 @@ EVALUATORS: dict[str, Callable[[Params, Any, Any, Any], dict[str, Any]]] = {
 }
 
 
-def run(params: Params, model_dir: Path, data_dir: Path, metrics_out: Path) -> dict[str, Any]:
+def run(
+    params: Params, model_dir: Path, data_dir: Path, metrics_out: Path, verify: bool = True
+) -> dict[str, Any]:
     """Evaluate the model folder on the validation split; write `metrics_out` and log to MLflow.
 
     The metrics go to every MLflow training run that produced these exact weights (found by their sha256),
@@ -68,7 +70,7 @@ def run(params: Params, model_dir: Path, data_dir: Path, metrics_out: Path) -> d
 
     cfg = params.train
     runtime = Runtime.create(cfg.device, cfg.precision, cfg.threads)
-    adapter = load_adapter(model_dir, device=runtime.device)
+    adapter = load_adapter(model_dir, device=runtime.device, verify=verify)  # damaged files: FoundryError
     require_finite_weights(adapter.model, model_dir)
     data = TokenizedData.open(data_dir)
     metrics = EVALUATORS[cfg.objective](params, adapter, data, runtime)

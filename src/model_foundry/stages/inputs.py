@@ -9,50 +9,25 @@ changed, the files keep their bytes and nothing downstream runs.
 
 The files hold the paths as written in params.yaml (never absolute paths), so two clones fingerprint alike.
 Hashing is sha256; a folder's hash covers its files' relative paths and bytes. Hashes are cached by path,
-size, mtime and inode in `.foundry-cache/input_hashes.json` (git-ignored), so an unchanged multi-GB model
+size, mtime, ctime, inode in `.foundry-cache/input_hashes.json` (git-ignored): an unchanged multi-GB model
 folder costs one `stat` per file per `dvc repro`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from model_foundry.config import BUILTIN_CORPUS, Params
+from model_foundry.data.corpus import check_source
 from model_foundry.errors import FoundryError
-from model_foundry.io import sha256_file, write_json
+from model_foundry.hashcache import HashCache  # shared with model_check
+from model_foundry.io import write_json
 
 HASH_CACHE = Path(".foundry-cache/input_hashes.json")
 SKIP_DIRS = {".git", ".dvc", "__pycache__"}  # never read by a stage; volatile
-
-
-class HashCache:
-    """sha256 of files, remembered by (absolute path, size, mtime_ns, inode): an edit makes a new key."""
-
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self.entries: dict[str, str] = {}
-        self.used: dict[str, str] = {}
-        if path is not None and path.is_file():
-            try:
-                self.entries = dict(json.loads(path.read_text(encoding="utf-8")))
-            except (ValueError, TypeError):
-                self.entries = {}  # a damaged cache is only a slower run
-
-    def sha256(self, file: Path) -> str:
-        st = file.stat()
-        key = f"{file.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
-        digest = self.entries.get(key) or sha256_file(file)
-        self.used[key] = digest
-        return digest
-
-    def save(self) -> None:
-        """Keep only the entries of this run (files that changed or went away drop out)."""
-        if self.path is not None and self.used != self.entries:
-            write_json(self.path, self.used)
 
 
 def folder_fingerprint(folder: Path, cache: HashCache) -> dict[str, Any]:
@@ -99,12 +74,7 @@ def data_inputs(params: Params, cache: HashCache) -> dict[str, Any]:
         if source == BUILTIN_CORPUS:
             out.append({"source": source, **builtin_fingerprint(source)})
             continue
-        path = Path(source)
-        if not path.exists():
-            raise FoundryError(
-                f"data.source {source!r} does not exist.",
-                f"Point data.source at a .txt/.jsonl file or a folder of them, or use {BUILTIN_CORPUS!r}.",
-            )
+        path = check_source(source)
         out.append({"source": source, **path_fingerprint(path, cache)})
     return {"data.source": out}
 

@@ -33,7 +33,7 @@ def _csv(rows: list[tuple[int, float]], column: str) -> str:
     return buf.getvalue()
 
 
-def build_adapter(params: Params, model_dir: Path, vocab_size: int) -> Any:
+def build_adapter(params: Params, model_dir: Path, vocab_size: int, verify: bool = True) -> Any:
     """A fresh model for scratch entries (seeded), the converted checkpoint otherwise."""
     import torch
 
@@ -45,7 +45,7 @@ def build_adapter(params: Params, model_dir: Path, vocab_size: int) -> Any:
         read_model_info(model_dir)  # the convert stage's folder must exist
         config = dataclasses.replace(entry.arch, vocab_size=vocab_size)
         return entry.spec.adapter_cls().build(config)
-    return load_adapter(model_dir)
+    return load_adapter(model_dir, verify=verify)  # damaged files: FoundryError
 
 
 def check_fits_model(adapter: Any, block_size: int, vocab_size: int) -> None:
@@ -73,6 +73,7 @@ def run(
     plots_dir: Path,
     logs_dir: Path = Path("logs"),
     progress: bool = True,
+    verify: bool = True,
 ) -> dict[str, Any]:
     from model_foundry.adapters.base import METADATA_NAME, load_tokenizer
     from model_foundry.data.collators import make_collator
@@ -89,7 +90,7 @@ def run(
     data = TokenizedData.open(data_dir)
     tokenizer = load_tokenizer(data.tokenizer_dir)
     check_tokenizer_fits(tokenizer, cfg.objective)
-    adapter = build_adapter(params, Path(model_dir), data.vocab_size)
+    adapter = build_adapter(params, Path(model_dir), data.vocab_size, verify)
     check_fits_model(adapter, cfg.block_size, data.vocab_size)
     adapter.tokenizer = tokenizer
     collator = make_collator(cfg.objective, tokenizer, cfg.mlm_probability)

@@ -57,7 +57,18 @@ def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractCon
 
 
 def set_threads(threads: int) -> None:
+    """Use `threads` CPU threads (0 = torch's default, all cores); warns when they outnumber the cores."""
+    import os
+    import sys
+
     if threads > 0:
+        cores = os.cpu_count() or 1
+        if threads > cores:
+            print(
+                f"warning: train.threads = {threads} on {cores} CPU core(s): slower than {cores}, kept for "
+                "reproducible results (the thread count changes float sums).",
+                file=sys.stderr,
+            )
         torch.set_num_threads(threads)
 
 
