@@ -60,13 +60,13 @@ class TrainConfig:
         "causal_lm", doc="next-token or masked-token prediction"
     )
     mlm_probability: float = rule(0.15, gt=0.0, lt=1.0, doc="masked_lm: share of tokens masked (80/10/10)")
-    steps: int = rule(1000, ge=1, doc="optimizer steps")
+    steps: int = rule(1000, ge=1, le=10**9, doc="optimizer steps")
     batch_size: int = rule(16, ge=1, doc="sequences per micro-batch")
     block_size: int = rule(128, ge=2, doc="tokens per training sequence")
     grad_accum: int = rule(1, ge=1, doc="micro-batches per optimizer step")
     lr: float = rule(1e-3, gt=0.0, doc="peak learning rate")
     min_lr_ratio: float = rule(0.1, ge=0.0, le=1.0, doc="cosine decay ends at lr * min_lr_ratio")
-    warmup_steps: int = rule(100, ge=0, doc="linear warmup steps")
+    warmup_steps: int = rule(100, ge=0, le=10**9, doc="linear warmup steps")
     weight_decay: float = rule(0.1, ge=0.0, doc="AdamW decay on matrices (not biases, norms)")
     beta1: float = rule(0.9, ge=0.0, lt=1.0)
     beta2: float = rule(0.99, ge=0.0, lt=1.0)
@@ -401,11 +401,36 @@ def _load_yaml(path: Path, text: str) -> Any:
 
     try:
         _check_yaml_shape(path, yaml.parse(text, Loader=yaml.SafeLoader))
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 (a SafeLoader subclass)
+    except FoundryError as e:
+        raise FoundryError(f"{path}: {e.message}", e.hint) from None
     except yaml.YAMLError as e:
         raise FoundryError(
             f"{path} is not valid YAML: {e}", "Fix the YAML syntax at the line shown."
         ) from None
+
+
+def _unique_key_loader() -> Any:
+    """A yaml.SafeLoader that refuses a key written twice in one mapping (YAML says keys are unique;
+    PyYAML silently keeps the last, so a second `model_name:` further down would win unnoticed)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    raise FoundryError(
+                        f"the key {key!r} is written twice in one section (lines {seen[key]} and "
+                        f"{line}); YAML would silently keep the second.",
+                        "Delete one of them.",
+                    )
+                seen[key] = line
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
 
 
 def _check_yaml_shape(path: Path, events: Any) -> None:

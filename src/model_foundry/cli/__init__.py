@@ -31,8 +31,22 @@ def main() -> None:
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     sys.stderr = _RedactingStream(sys.stderr)  # usage errors echo the args, which may hold a URL's token
+    usage = _usage_exceptions()
     try:
-        app(standalone_mode=True)
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
+    except usage.NoArgsIsHelpError as e:  # bare `foundry`: the help text, as click prints it
+        e.show()
+        sys.exit(2)
+    except usage.UsageError as e:  # a bad option or value: our error format, pointing at the command's help
+        where = e.ctx.command_path if e.ctx is not None else "foundry"
+        _report(FoundryError(e.format_message(), f"See `{where} --help` for the options and their values."))
+    except usage.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except typer.Abort:  # end of input at a prompt
+        print("aborted", file=sys.stderr)
+        sys.exit(1)
     except FoundryError as e:
         _report(e)
     except Exception as e:  # a full disk, a read-only folder...: one error wherever it happened
@@ -45,6 +59,15 @@ def main() -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+def _usage_exceptions() -> Any:
+    """Click's exception classes as Typer raises them (recent Typer vendors click as `typer._click`)."""
+    try:
+        from typer._click import exceptions
+    except ImportError:  # older Typer uses click itself
+        from click import exceptions
+    return exceptions
 
 
 class _RedactingStream:

@@ -127,8 +127,19 @@ def _read_file(path: Path, text_field: str, norm: Normalisation) -> list[str]:
                 f"{path}:{lineno} has no string field {text_field!r}.",
                 "Set data.text_field to the field that holds the text.",
             )
-        docs.append(normalise_text(record[text_field], norm))
+        text_value = record[text_field]
+        if _SURROGATE.search(text_value):  # JSON allows "\ud800" escapes that are not Unicode text
+            raise FoundryError(
+                f"{path}:{lineno}: field {text_field!r} holds an unpaired surrogate escape "
+                f"({_SURROGATE.search(text_value).group()!r}), which is not Unicode text.",
+                "Fix the writer of this file (a \\uD800-\\uDFFF escape must come in a valid pair), "
+                "or drop the record.",
+            )
+        docs.append(normalise_text(text_value, norm))
     return docs
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 # What the pipeline writes or keeps, relative to the project root (the working directory of every stage). A
@@ -151,6 +162,11 @@ def check_source(source: str, root: Path | None = None) -> Path:
     path = Path(source)
     if not path.exists():
         raise FoundryError(f"data.source {source!r} does not exist.", fix)
+    if path.is_file() and path.suffix not in SUFFIXES:
+        raise FoundryError(
+            f"data.source {source!r} is not a .txt or .jsonl file.",
+            "Convert it to plain text (.txt) or JSON lines (.jsonl), or point at a folder of them.",
+        )
     root = (root or Path.cwd()).resolve()
     resolved = path.resolve()
     if resolved == root or resolved in root.parents:

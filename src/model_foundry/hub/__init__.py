@@ -228,6 +228,7 @@ def import_model(
         echo(message if message.startswith("warning:") else f"warning: {message}")
 
     src = parse_source(source, revision)
+    _verify_own_folder(src)
     models_dir = Path(models_dir)
     wanted = check_name(name) if name is not None else default_name(src)
     final = choose_name(models_dir, wanted, version_suffix)
@@ -402,3 +403,16 @@ def accept_for_pipeline(
             f"models.{entry_name}: {e.message}",
             f"Read the licence, then set `license_accepted: true` in models.{entry_name} of params.yaml.",
         ) from None
+
+
+def _verify_own_folder(src: Any) -> None:
+    """A folder written by Model Foundry records the sha256 of its weights: check them before importing, so
+    damaged bytes are not imported and re-hashed as if they were the model. Raises FoundryError."""
+    from model_foundry.model_check import read_json_object, verify_hashes
+
+    meta_path = getattr(src, "path", None) and Path(src.path) / "metadata.json"
+    if not meta_path or not meta_path.is_file():
+        return
+    meta = read_json_object(meta_path)
+    if isinstance(meta.get("sha256"), dict):
+        verify_hashes(Path(src.path), meta)
