@@ -70,12 +70,12 @@ def fmt_bytes(n: int | None) -> str:
     return f"{n} B"
 
 
-def parse_bytes(text: str) -> int:
-    """'8GiB', '8GB', '8000000000' → bytes. Raises FoundryError naming FOUNDRY_MAX_RAM otherwise."""
+def parse_bytes(text: str, setting: str = "FOUNDRY_MAX_RAM") -> int:
+    """'8GiB', '8G' (binary), '8GB' (decimal), '8000000000' → bytes. Raises FoundryError naming `setting`."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*", text, re.IGNORECASE)
     if not match:
         raise FoundryError(
-            f"{MAX_RAM_ENV} = {text!r} is not a size.", "Write it like 64GiB, 64GB or 68719476736."
+            f"{setting} = {text!r} is not a size.", "Write it like 64GiB, 64GB or 68719476736."
         )
     base = 1000 if (match[3] or "").lower() == "b" else 1024
     return int(float(match[1]) * base ** " kmgt".index(match[2].lower() or " "))

@@ -13,6 +13,7 @@ from typing import Any
 
 from model_foundry.adapters import HF_MODEL_TYPES
 from model_foundry.errors import FoundryError
+from model_foundry.resources import fmt_bytes, parse_bytes
 
 CONFIG = "config.json"
 SAFE_INDEX = "model.safetensors.index.json"
@@ -202,25 +203,6 @@ class MemoryEstimate:
         )
 
 
-def fmt_bytes(n: int | float | None) -> str:
-    if n is None:
-        return "unknown"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
-
-
-def parse_bytes(text: str) -> int:
-    match = re.fullmatch(r"\s*([\d.]+)\s*([kmgt]?)(i?b)?\s*", text, re.IGNORECASE)
-    if not match:
-        raise FoundryError(f"Cannot read a size from {text!r}.", "Write it like 2000000000, 8GB or 8GiB.")
-    value, unit = float(match[1]), match[2].lower()
-    base = 1024 if (match[3] or "").lower() == "ib" or not match[3] else 1000
-    return int(value * base ** " kmgt".index(unit or " "))
-
-
 def system_memory() -> tuple[int | None, int | None]:
     """(available, total) bytes of RAM: /proc/meminfo on Linux, sysconf elsewhere."""
     try:
@@ -249,7 +231,7 @@ def estimate_memory(
     finetune = int(parameters * 16 * 1.2) + RUNTIME_OVERHEAD
     available, total = system_memory()
     override = os.environ.get("FOUNDRY_IMPORT_MAX_RAM")
-    limit = parse_bytes(override) if override else total
+    limit = parse_bytes(override, "FOUNDRY_IMPORT_MAX_RAM") if override else total
     return MemoryEstimate(weight_bytes, parameters, inference, finetune, available, total, limit)
 
 
