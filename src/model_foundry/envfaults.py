@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from model_foundry.errors import FoundryError
+from model_foundry.resources import fmt_bytes
 
 # errno → (what happened, how to fix it). `{path}` is the file or folder concerned.
 FAULTS: dict[int, tuple[str, str]] = {
@@ -100,15 +101,6 @@ def fault_errno(exc: BaseException) -> int | None:
     return None
 
 
-def human_bytes(n: float) -> str:
-    """1536 → '1.5 KiB'."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
 def free_bytes(path: str | os.PathLike) -> int | None:
     """Free bytes for an unprivileged user on the file system holding `path` (its nearest existing folder)."""
     folder = Path(os.path.abspath(path))
@@ -151,9 +143,9 @@ def environment_error(
         free = free_bytes(where)
         parts = []
         if needed:
-            parts.append(f"needs at least {human_bytes(needed)}")
+            parts.append(f"needs at least {fmt_bytes(needed)}")
         if free is not None:
-            parts.append(f"{human_bytes(free)} free")
+            parts.append(f"{fmt_bytes(free)} free")
         if parts:
             message += ": " + ", ".join(parts)
     return FoundryError(message + ".", hint)

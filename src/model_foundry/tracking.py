@@ -154,6 +154,13 @@ def evaluation_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return flat
 
 
+def weights_tag(metadata: dict[str, Any]) -> str | None:
+    """WEIGHTS_TAG's value for a model folder's metadata.json: the sha256 of its first weight file by name
+    (sharded saves list several). The train stage tags its run with it; evaluate finds the run by it."""
+    weights = metadata.get("sha256") or {}
+    return weights[min(weights)] if weights else None
+
+
 def finite_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     """Metrics as floats; raises ValueError naming any NaN/Infinity (never logged)."""
     values = {k: float(v) for k, v in metrics.items()}

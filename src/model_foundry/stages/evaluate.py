@@ -79,8 +79,7 @@ def run(
 
     meta = read_json(Path(model_dir) / METADATA_NAME)
     flat = tracking.evaluation_metrics(metrics)
-    weights = meta.get("sha256") or {}
-    weights_sha = weights[min(weights)] if weights else None  # the file the train stage tags runs with
+    weights_sha = tracking.weights_tag(meta)
     run_ids = tracking.find_runs_by_weights(weights_sha) if weights_sha else []
     if run_ids:
         tracking.log_evaluation(run_ids, flat)

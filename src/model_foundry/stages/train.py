@@ -141,8 +141,7 @@ def run(
             "train_seconds": result.seconds,
         }
         tracker.log(summary)
-        weights = read_json(out / METADATA_NAME)["sha256"]  # sharded saves list several files
-        weights_sha = weights[min(weights)]
+        weights_sha = tracking.weights_tag(read_json(out / METADATA_NAME))
         tracker.set_tags({tracking.WEIGHTS_TAG: weights_sha})
         # DVC skips evaluate when these exact weights were evaluated before: give this run that evaluation.
         # In a fresh clone the store is empty, but dvc.lock records how these exact bytes scored.
