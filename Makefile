@@ -12,7 +12,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint typecheck format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,12 +32,16 @@ run: $(VENV)/.installed
 	@echo "Loss curve:      $(BIN)/dvc plots show   (plots/train_loss.csv)"
 	@echo "Compare runs:    $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
-test: $(VENV)/.installed lint
+test: $(VENV)/.installed lint typecheck
 	$(BIN)/python -m pytest -n auto --maxprocesses 4 --cov=model_foundry --cov-report=term:skip-covered $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+
+# mypy on src/ (settings and timings in pyproject.toml [tool.mypy]; its cache is .mypy_cache/).
+typecheck: $(VENV)/.installed
+	$(BIN)/mypy src
 
 format: $(VENV)/.installed
 	$(BIN)/ruff format src tests benchmarks
@@ -47,4 +51,4 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_trainer.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .coverage
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .coverage

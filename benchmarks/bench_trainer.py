@@ -115,11 +115,14 @@ def run_project(opts: argparse.Namespace) -> dict[str, Any]:
     from model_foundry.data.collators import CausalCollator
     from model_foundry.training.device import Runtime
     from model_foundry.training.loop import train
+    from model_foundry.training.state import TrainState
 
     train_tokens, val_tokens, vocab = load_data(opts.data)
     spec = get_spec(opts.arch)
     torch.manual_seed(opts.seed)
-    adapter = spec.adapter_cls().build(spec.config_cls(**json.loads(opts.arch_config), vocab_size=vocab))
+    adapter = spec.adapter_cls().build(
+        spec.config_cls(**json.loads(opts.arch_config), vocab_size=vocab), spec
+    )
     cfg = TrainConfig(
         steps=opts.steps, batch_size=BATCH, block_size=BLOCK, lr=LR, min_lr_ratio=MIN_LR_RATIO,
         warmup_steps=opts.warmup, weight_decay=WEIGHT_DECAY, beta2=BETA2, grad_clip=GRAD_CLIP,
@@ -128,7 +131,8 @@ def run_project(opts: argparse.Namespace) -> dict[str, Any]:
     )  # fmt: skip
     runtime = Runtime.create("cpu", opts.precision, opts.threads)
     t0 = time.perf_counter()
-    result = train(adapter, train_tokens, val_tokens, cfg, CausalCollator(), runtime, None, progress=False)
+    state = TrainState.create(adapter, cfg, runtime)  # the optimizer is built here, inside the timed wall
+    result = train(state, train_tokens, val_tokens, cfg, CausalCollator(), runtime)
     wall = time.perf_counter() - t0
     return {
         "step_seconds": result.step_seconds,

@@ -1,9 +1,9 @@
 """End to end per architecture × objective: `dvc exp run -S model_name=<example>` in a temp copy of the repo.
 
-Data-driven: one run per architecture, the first configs/ example that uses it (by name, so lstm runs its
-bidirectional masked-LM example and gru/rnn cover causal recurrent models), shrunk to the architecture's
-`TINY` size and a few training steps. The runs share one repo copy
-(and MLflow store) so that `dvc exp show` can compare them at the end, as the docs describe.
+Data-driven: one run per architecture, the first entry of params.yaml's catalog that uses it (by name, so gpt
+runs gpt-bpe, lstm its bidirectional masked-LM example, and gru/rnn cover causal recurrent models), shrunk to
+the architecture's `TINY` size and a few training steps. The runs share one repo copy (and MLflow store) so
+that `dvc exp show` can compare them at the end, as the docs describe.
 """
 
 from __future__ import annotations
@@ -37,12 +37,13 @@ HF_CLASS = {
 
 
 def _examples() -> list[tuple[str, str, str]]:
-    """(entry, architecture, objective) of the first example of each scratch architecture (no download)."""
+    """(entry, architecture, objective) of the first catalog entry (by name) of each scratch architecture (no
+    download)."""
     import yaml
 
+    catalog = yaml.safe_load((REPO / "params.yaml").read_text())["models"]
     first: dict[str, tuple[str, str, str]] = {}
-    for path in sorted((REPO / "configs").glob("*.yaml")):
-        ((name, entry),) = yaml.safe_load(path.read_text()).items()
+    for name, entry in sorted(catalog.items()):
         if get_spec(entry["architecture"]).pretrained:
             continue
         objective = (entry.get("train") or {}).get("objective", "causal_lm")

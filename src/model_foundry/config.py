@@ -8,8 +8,9 @@ import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from model_foundry.adapters import get_spec
 from model_foundry.adapters.spec import ArchitectureSpec
@@ -18,6 +19,12 @@ from model_foundry.errors import FoundryError
 from model_foundry.naming import check_name
 from model_foundry.resources import check_fits
 from model_foundry.schema import build, rule
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    import yaml
+    from _typeshed import DataclassInstance
 
 BUILTIN_CORPUS = "builtin:pydoc_topics"
 
@@ -124,7 +131,7 @@ class ModelEntry:
     name: str
     architecture: str
     spec: ArchitectureSpec
-    arch: Any  # the architecture's config dataclass, validated
+    arch: DataclassInstance  # the architecture's config dataclass (spec.config_cls), validated
     source: str = "scratch"
     revision: str | None = None
     license_accepted: bool = False
@@ -147,7 +154,7 @@ class Params:
     tokenizer: TokenizerConfig
     train: TrainConfig
     evaluate: EvaluateConfig
-    catalog: dict[str, dict]
+    catalog: dict[str, Any]  # `models:` as written (parse_params validates the selected entry only)
     shadowed: list[Shadow] = field(default_factory=list)  # global settings the selected entry overrides
 
     def flat(self) -> dict[str, Any]:
@@ -174,7 +181,7 @@ def parse_entry(name: str, raw: Any) -> ModelEntry:
     except FoundryError as e:
         raise FoundryError(f"{where}: {e.message}", e.hint) from None
     arch_raw = {k: v for k, v in raw.items() if k not in ENTRY_KEYS + OVERRIDABLE}
-    arch = build(spec.config_cls, arch_raw, where)
+    arch: DataclassInstance = build(spec.config_cls, arch_raw, where)
     keys = build(
         EntrySettings, {k: v for k, v in raw.items() if k in ENTRY_KEYS and k != "architecture"}, where
     )
@@ -214,11 +221,14 @@ TOP_KEYS = ("model_name", "models", *SECTIONS)
 
 
 def parse_params(raw: Any) -> Params:
-    """Validate a params mapping; every error names the field, the bad value and what is allowed.
+    """Validate a params mapping (params.yaml as YAML loads it); every error names the field, the bad
+    value and what is allowed. Returns the `Params` of the entry `model_name` selects, its settings merged
+    over the top-level sections (`shadowed` lists the top-level values it overrides).
 
     Checks the top-level sections as written (a bad global value is an error even where the selected entry
     overrides it, since another entry will use it), then the selected entry and its effective config.
-    Raises FoundryError on the first problem; `check_params` lists them all.
+    Raises FoundryError on the first problem (a config that would not fit in this machine's memory, or far
+    more threads than cores, is one: `resources.check_fits`); `check_params` lists them all.
     """
     _check_top_level(raw)
     name = raw.get("model_name")
@@ -246,7 +256,7 @@ def _check_top_level(raw: Any) -> None:
         raise FoundryError("params.yaml has no `models:` catalog.", "Add at least one entry under `models:`.")
 
 
-def _check_model_name(name: Any, catalog: dict) -> None:
+def _check_model_name(name: Any, catalog: dict[str, Any]) -> None:
     if not isinstance(name, str) or name not in catalog:
         raise FoundryError(
             f"model_name = {name!r} is not in the `models:` catalog.",
@@ -254,7 +264,7 @@ def _check_model_name(name: Any, catalog: dict) -> None:
         )
 
 
-def _parse_selected(raw: dict, name: str) -> Params:
+def _parse_selected(raw: dict[str, Any], name: str) -> Params:
     """The entry `name`, its override sections as written, and the effective (merged) sections."""
     catalog = raw["models"]
     entry = catalog[name]
@@ -263,26 +273,28 @@ def _parse_selected(raw: dict, name: str) -> Params:
         override = entry.get(key)
         if override is not None:
             build(SECTIONS[key], override, f"models.{name}.{key}")
-    sections = {key: build(cls, _merged(raw, entry, key), key) for key, cls in SECTIONS.items()}
-    train: TrainConfig = sections["train"]
+    data = build(DataConfig, _merged(raw, entry, "data"), "data")
+    tokenizer = build(TokenizerConfig, _merged(raw, entry, "tokenizer"), "tokenizer")
+    train = build(TrainConfig, _merged(raw, entry, "train"), "train")
+    evaluate = build(EvaluateConfig, _merged(raw, entry, "evaluate"), "evaluate")
     _check_compatibility(model, train)
     # Before anything is allocated: memory for scratch models (the import estimates imported ones from their
     # config.json and weights) and threads for all.
     arch = model.arch if model.is_scratch else None
-    check_fits(
-        f"models.{name}",
-        model.architecture,
-        arch,
-        sections["tokenizer"].vocab_size,
-        train,
-        sections["evaluate"],
-    )
+    check_fits(f"models.{name}", arch, tokenizer.vocab_size, train, evaluate)
     return Params(
-        model_name=name, model=model, catalog=catalog, shadowed=shadowed_settings(raw, name), **sections
+        model_name=name,
+        model=model,
+        data=data,
+        tokenizer=tokenizer,
+        train=train,
+        evaluate=evaluate,
+        catalog=catalog,
+        shadowed=shadowed_settings(raw, name),
     )
 
 
-def _merged(raw: dict, entry: dict, section: str) -> Any:
+def _merged(raw: dict[str, Any], entry: dict[str, Any], section: str) -> Any:
     """The top-level section with the selected entry's overrides applied on top."""
     base = raw.get(section)
     override = entry.get(section) if section in OVERRIDABLE else None
@@ -326,11 +338,11 @@ def check_params(raw: Any) -> list[FoundryError]:
     catalog = raw["models"]
     attempt(lambda: _check_model_name(raw.get("model_name"), catalog))
     for name in catalog:
-        attempt(lambda name=name: check_name(name, "Catalog key"))
+        attempt(partial(check_name, name, "Catalog key"))
     for key, cls in SECTIONS.items():
-        attempt(lambda key=key, cls=cls: build(cls, raw.get(key), key))
+        attempt(partial(build, cls, raw.get(key), key))
     for name in catalog:
-        attempt(lambda name=name: _parse_selected(raw, name), f"models.{name}")
+        attempt(partial(_parse_selected, raw, name), f"models.{name}")
     return problems
 
 
@@ -362,7 +374,7 @@ MAX_PARAMS_DEPTH = 32  # nested mappings/lists (a real params.yaml nests 4 deep)
 MAX_PARAMS_NODES = 100_000  # values after aliases are expanded (a "billion laughs" file expands to 10^9)
 
 
-def read_params(path: str | os.PathLike = "params.yaml") -> Any:
+def read_params(path: str | os.PathLike[str] = "params.yaml") -> Any:
     """The raw mapping in params.yaml (not validated).
 
     Refuses, with FoundryError naming the file: a missing or unreadable file, one over MAX_PARAMS_BYTES, bytes
@@ -433,7 +445,7 @@ def _unique_key_loader() -> Any:
     return UniqueKeyLoader
 
 
-def _check_yaml_shape(path: Path, events: Any) -> None:
+def _check_yaml_shape(path: Path, events: Iterable[yaml.Event]) -> None:
     """Bound the nesting depth and the expanded size (an alias counts as all it stands for)."""
     import yaml
 
@@ -443,8 +455,9 @@ def _check_yaml_shape(path: Path, events: Any) -> None:
         if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
             stack.append([event.anchor, 1])
             if len(stack) - 1 > MAX_PARAMS_DEPTH:
+                line = f" (line {event.start_mark.line + 1})" if event.start_mark else ""
                 raise FoundryError(
-                    f"{path} nests more than {MAX_PARAMS_DEPTH} levels (line {event.start_mark.line + 1}).",
+                    f"{path} nests more than {MAX_PARAMS_DEPTH} levels{line}.",
                     "A params file nests a few levels: models.<name>.<setting>, the sections and their keys.",
                 )
             continue
@@ -453,7 +466,7 @@ def _check_yaml_shape(path: Path, events: Any) -> None:
         elif isinstance(event, yaml.ScalarEvent):
             anchor, count = event.anchor, 1
         elif isinstance(event, yaml.AliasEvent):
-            anchor, count = None, sizes.get(event.anchor, 1)
+            anchor, count = None, sizes.get(event.anchor, 1) if event.anchor is not None else 1
         else:
             continue
         if anchor is not None:
@@ -471,9 +484,12 @@ def _stderr(line: str) -> None:
 
 
 def load_params(
-    path: str | os.PathLike = "params.yaml", echo: Callable[[str], None] | None = _stderr
+    path: str | os.PathLike[str] = "params.yaml", echo: Callable[[str], None] | None = _stderr
 ) -> Params:
-    """Read and validate params.yaml for a stage; raises FoundryError naming the first problem.
+    """Read and validate params.yaml for a stage (`read_params`, then `parse_params`).
+
+    Raises FoundryError naming the first problem: a missing, unreadable or oversized file, bytes that are not
+    UTF-8, invalid YAML, or a value that breaks a rule.
 
     Every global setting the selected entry shadows with a different value is reported through `echo`
     (stderr by default, one `note:` line per key; None to stay quiet), so a `-S train.steps=...` that
@@ -504,7 +520,7 @@ class Shadow:
         )
 
 
-def shadowed_settings(raw: dict, name: str) -> list[Shadow]:
+def shadowed_settings(raw: dict[str, Any], name: str) -> list[Shadow]:
     """The top-level `tokenizer:`/`train:`/`evaluate:` keys that entry `name` sets to a different value.
 
     Pure: reads the raw params mapping only. Precedence is entry over global, key by key; a key the global

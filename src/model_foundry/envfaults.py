@@ -79,7 +79,7 @@ _CODE = re.compile(r"(?:code: |os error |errno )(\d+)", re.IGNORECASE)
 _TEXT = {os.strerror(code).lower(): code for code in FAULTS}
 
 
-def fault_errno(exc: BaseException) -> int | None:
+def fault_errno(exc: BaseException | None) -> int | None:
     """The errno of an environment fault behind `exc` (following __cause__/__context__), or None."""
     seen = set()
     while exc is not None and id(exc) not in seen:
@@ -101,7 +101,7 @@ def fault_errno(exc: BaseException) -> int | None:
     return None
 
 
-def free_bytes(path: str | os.PathLike) -> int | None:
+def free_bytes(path: str | os.PathLike[str]) -> int | None:
     """Free bytes for an unprivileged user on the file system holding `path` (its nearest existing folder)."""
     folder = Path(os.path.abspath(path))
     while not folder.exists() and folder != folder.parent:
@@ -111,7 +111,7 @@ def free_bytes(path: str | os.PathLike) -> int | None:
     return None
 
 
-def folder_bytes(path: str | os.PathLike) -> int:
+def folder_bytes(path: str | os.PathLike[str]) -> int:
     """Bytes in the files under `path` (a file's size for a file; 0 if it is gone)."""
     path = Path(path)
     with contextlib.suppress(OSError):
@@ -122,7 +122,7 @@ def folder_bytes(path: str | os.PathLike) -> int:
 
 
 def environment_error(
-    exc: BaseException, path: str | os.PathLike | None = None, needed: int | None = None
+    exc: BaseException, path: str | os.PathLike[str] | None = None, needed: int | None = None
 ) -> FoundryError | None:
     """The FoundryError for an environment fault behind `exc`, or None when `exc` is something else.
 
@@ -154,7 +154,9 @@ def environment_error(
 FULL_MARGIN = 1 << 20  # a write that fails with less free space than this failed on a full disk
 
 
-def failed_write(exc: BaseException, path: str | os.PathLike, tmp: str | os.PathLike) -> FoundryError | None:
+def failed_write(
+    exc: BaseException, path: str | os.PathLike[str], tmp: str | os.PathLike[str]
+) -> FoundryError | None:
     """The FoundryError for a write into the temp file or folder `tmp` (to become `path`) that raised `exc`.
 
     Besides the errno-based faults of `environment_error`: a library that hides the errno (torch's zip writer
@@ -174,7 +176,7 @@ def failed_write(exc: BaseException, path: str | os.PathLike, tmp: str | os.Path
 
 @contextlib.contextmanager
 def writing(
-    path: str | os.PathLike, needed: int | None = None, measure: str | os.PathLike | None = None
+    path: str | os.PathLike[str], needed: int | None = None, measure: str | os.PathLike[str] | None = None
 ) -> Iterator[None]:
     """Re-raise an environment fault inside the block as one FoundryError naming `path`.
 
@@ -192,7 +194,7 @@ def writing(
         raise error from e
 
 
-def check_output_folder(path: str | os.PathLike, option: str = "The output folder") -> Path:
+def check_output_folder(path: str | os.PathLike[str], option: str = "The output folder") -> Path:
     """`path` as a folder we can create and write into; raises FoundryError when it is a file, or a folder
     above it is, or it cannot be created or written (read-only, permissions)."""
     path = Path(path)

@@ -72,7 +72,7 @@ class HashCache:
                 write_json(self.path, keep)
 
 
-def project_cache(start: str | os.PathLike, name: str) -> Path | None:
+def project_cache(start: str | os.PathLike[str], name: str) -> Path | None:
     """`<project>/.foundry-cache/<name>` for the project holding `start` (the nearest folder with dvc.yaml,
     .dvc or .git), or None outside any project (then nothing is cached)."""
     here = Path(start).resolve()

@@ -28,7 +28,7 @@ def _normal_mode(path: Path, *, directory: bool) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(final: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temp folder beside `final`; on success it replaces `final`, on error it is removed.
 
     Raises FoundryError when the parent is a file or cannot be written, and for a full disk (naming `final`
@@ -58,7 +58,7 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write a file through a temp file and a rename."""
     path = Path(path)
     check_output_folder(path.parent)
@@ -75,7 +75,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
             raise
 
 
-def write_json(path: str | os.PathLike, data: Any, *, atomic: bool = True) -> None:
+def write_json(path: str | os.PathLike[str], data: Any, *, atomic: bool = True) -> None:
     """JSON with sorted keys and a final newline, so identical content hashes identically.
 
     Raises ValueError on NaN or ±Infinity: they are not JSON, and no result of ours may be non-finite.
@@ -87,11 +87,11 @@ def write_json(path: str | os.PathLike, data: Any, *, atomic: bool = True) -> No
         Path(path).write_text(text, encoding="utf-8")
 
 
-def read_json(path: str | os.PathLike) -> Any:
+def read_json(path: str | os.PathLike[str]) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     import hashlib
 
     h = hashlib.sha256()

@@ -53,7 +53,7 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def stale(entry: Path) -> re.Match | None:
+def stale(entry: Path) -> re.Match[str] | None:
     """The parsed name of a temp/parked entry of ours whose process (on this host) is gone, else None."""
     match = _OWNER.match(entry.name)
     if match is None or match.group("host") != host() or process_alive(int(match.group("pid"))):
@@ -61,7 +61,7 @@ def stale(entry: Path) -> re.Match | None:
     return match
 
 
-def clean_stale(folder: str | os.PathLike) -> list[Path]:
+def clean_stale(folder: str | os.PathLike[str]) -> list[Path]:
     """Remove the stale temp entries of ours in `folder` and restore stale parked targets; returns what was
     removed or restored. Errors (a concurrent cleaner, permissions) are ignored: cleaning is best effort."""
     folder = Path(folder)

@@ -19,9 +19,12 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from model_foundry.errors import FoundryError
+
+if TYPE_CHECKING:
+    from model_foundry.config import EvaluateConfig, TrainConfig
 
 RUNTIME_OVERHEAD = 512 << 20  # Python, torch, the tokenizer, allocator slack
 FLOAT_BYTES = 4  # parameters and activations are estimated in fp32 (autocast only lowers them)
@@ -100,9 +103,44 @@ def available_memory() -> tuple[int | None, str]:
 
 
 # --- per architecture: (parameters, activation values per token of one layer) ---------------------------
-def _transformer(arch: Any, vocab: int, name: str) -> tuple[int, int]:
+# The estimate reads a config's shape, not its name: these are the fields it needs (isinstance checks them).
+@runtime_checkable
+class TransformerShape(Protocol):
+    """A decoder (gpt): learned positions, tied embeddings, a 4 × width MLP."""
+
+    n_layer: int
+    n_embd: int
+    block_size: int
+    vocab_size: int
+
+
+@runtime_checkable
+class EncoderShape(TransformerShape, Protocol):
+    """An encoder (bert): its own feed-forward width, token types and an MLM head."""
+
+    intermediate_size: int
+    token_types: int
+
+
+@runtime_checkable
+class RecurrentShape(Protocol):
+    """A recurrent stack (rnn, lstm, gru)."""
+
+    cell: str
+    n_layer: int
+    hidden_size: int
+    embedding_size: int
+    bidirectional: bool
+    tie_embeddings: bool
+    vocab_size: int
+
+    @property
+    def output_size(self) -> int: ...
+
+
+def _transformer(arch: TransformerShape, vocab: int) -> tuple[int, int]:
     d, layers = arch.n_embd, arch.n_layer
-    if name == "bert":
+    if isinstance(arch, EncoderShape):
         inner = arch.intermediate_size
         embeddings = (vocab + arch.block_size + arch.token_types) * d + 2 * d
         layer = 4 * (d * d + d) + 2 * (d * inner) + inner + d + 4 * d
@@ -112,7 +150,7 @@ def _transformer(arch: Any, vocab: int, name: str) -> tuple[int, int]:
     return (vocab + arch.block_size) * d + layers * (12 * d * d + 13 * d) + 2 * d, 20 * d
 
 
-def _recurrent(arch: Any, vocab: int) -> tuple[int, int]:
+def _recurrent(arch: RecurrentShape, vocab: int) -> tuple[int, int]:
     gates = {"lstm": 4, "gru": 3, "rnn": 1}[arch.cell]
     dirs = 2 if arch.bidirectional else 1
     h, e, out = arch.hidden_size, arch.embedding_size, arch.output_size
@@ -123,18 +161,20 @@ def _recurrent(arch: Any, vocab: int) -> tuple[int, int]:
     return vocab * e + first + rest + head, dirs * (gates + 2) * h
 
 
-def estimate(architecture: str, arch: Any, vocab_size: int, train: Any, evaluate: Any) -> Estimate | None:
-    """Memory to train and to evaluate a scratch model; None for imported families (the import estimates).
+def estimate(arch: object, vocab_size: int, train: TrainConfig, evaluate: EvaluateConfig) -> Estimate | None:
+    """Memory to train and to evaluate a scratch model; None for imported families (the import estimates)
+    and any config of another shape than TransformerShape, EncoderShape or RecurrentShape.
 
     `vocab_size`: the tokenizer's target size (used when the config leaves vocab_size at 0), capped at
     VOCAB_CAP. `train`/`evaluate`: the TrainConfig and EvaluateConfig (batch sizes; train.block_size is the
     sequence length of both).
     """
-    vocab = arch.vocab_size if getattr(arch, "vocab_size", 0) else min(vocab_size, VOCAB_CAP)
-    if hasattr(arch, "n_embd"):
-        params, per_layer = _transformer(arch, vocab, architecture)
+    if isinstance(arch, TransformerShape):
+        vocab = arch.vocab_size or min(vocab_size, VOCAB_CAP)
+        params, per_layer = _transformer(arch, vocab)
         width = arch.n_embd
-    elif hasattr(arch, "hidden_size"):
+    elif isinstance(arch, RecurrentShape):
+        vocab = arch.vocab_size or min(vocab_size, VOCAB_CAP)
         params, per_layer = _recurrent(arch, vocab)
         width = arch.embedding_size
     else:
@@ -152,7 +192,9 @@ def estimate(architecture: str, arch: Any, vocab_size: int, train: Any, evaluate
 THREADS_PER_CORE = 8  # above this, train.threads is refused
 
 
-def check_fits(where: str, architecture: str, arch: Any, vocab_size: int, train: Any, evaluate: Any) -> None:
+def check_fits(
+    where: str, arch: object, vocab_size: int, train: TrainConfig, evaluate: EvaluateConfig
+) -> None:
     """Refuse (FoundryError) a config whose estimated memory exceeds what this machine has, or more than
     THREADS_PER_CORE threads per CPU core. `where` names the catalog entry in the message."""
     cores = os.cpu_count() or 1
@@ -164,7 +206,7 @@ def check_fits(where: str, architecture: str, arch: Any, vocab_size: int, train:
             f"(at most {THREADS_PER_CORE} per core).",
             f"Set train.threads to at most {cores}, or 0 to use all cores.",
         )
-    est = estimate(architecture, arch, vocab_size, train, evaluate)
+    est = estimate(arch, vocab_size, train, evaluate)
     if est is None:
         return
     limit, source = available_memory()

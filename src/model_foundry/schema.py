@@ -12,11 +12,14 @@ import dataclasses
 import math
 import types
 import typing
-from typing import Any, Literal, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union
 
 from model_foundry.errors import FoundryError
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 def rule(default: Any = dataclasses.MISSING, *, doc: str = "", **checks: Any) -> Any:
@@ -84,7 +87,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, str):
             raise FoundryError(f"{where} = {value!r} must be a string.", _hint(str))
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return build(tp, value, where)
     raise TypeError(f"unsupported annotation {tp!r} at {where}")
 
@@ -175,7 +178,7 @@ def build(cls: type[T], raw: Any, where: str) -> T:
     return obj
 
 
-def describe(cls: type) -> list[tuple[str, str, Any, str]]:
+def describe(cls: type[DataclassInstance]) -> list[tuple[str, str, Any, str]]:
     """(name, type, default, doc) for each field: the README tables and `foundry validate` use it."""
     hints = typing.get_type_hints(cls)
     rows = []

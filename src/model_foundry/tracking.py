@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from model_foundry.project import git_commit, project_root
 
 EXPERIMENT = "model-foundry"
 WEIGHTS_TAG = "foundry.weights_sha256"
@@ -25,31 +26,9 @@ PARAM_LIMIT = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH in mlflow 3 (
 PID_TAG, HOST_TAG, PROJECT_TAG = "foundry.pid", "foundry.host", "foundry.project"
 
 
-def project_root(start: Path | None = None) -> Path:
-    """The folder holding `.dvc/`, skipping DVC's temp experiment copies."""
-    here = (start or Path.cwd()).resolve()
-    parts = here.parts
-    for i in range(len(parts) - 3):
-        if parts[i : i + 4] == (".dvc", "tmp", "exps", parts[i + 3]) and parts[i + 3]:
-            return Path(*parts[:i])
-    for folder in (here, *here.parents):
-        if (folder / ".dvc").is_dir():
-            return folder
-    return here
-
-
 def tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI, else the sqlite store `mlflow.db` in the project root (model_foundry.project)."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
-
-
-def git_commit(cwd: Path | None = None) -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
-        )
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def _setup() -> Any:
@@ -131,7 +110,7 @@ class Tracker:
         evaluate stage scored this very folder (same DVC hash) and its metrics file is unchanged. Returns the
         source (`dvc.lock`, tagged as EVAL_COPIED_TAG) or None.
         """
-        from model_foundry.dvc_lock import LOCK_NAME, recorded_metrics_for
+        from model_foundry.registry.dvc import LOCK_NAME, recorded_metrics_for
 
         model_dir = Path(model_dir).resolve()
         root = next((d for d in model_dir.parents if (d / LOCK_NAME).is_file()), None)
@@ -152,13 +131,6 @@ def evaluation_metrics(metrics: dict[str, Any]) -> dict[str, float]:
             {f"{EVAL_PREFIX}unigram_{k}": v for k, v in unigram.items() if isinstance(v, (int, float))}
         )
     return flat
-
-
-def weights_tag(metadata: dict[str, Any]) -> str | None:
-    """WEIGHTS_TAG's value for a model folder's metadata.json: the sha256 of its first weight file by name
-    (sharded saves list several). The train stage tags its run with it; evaluate finds the run by it."""
-    weights = metadata.get("sha256") or {}
-    return weights[min(weights)] if weights else None
 
 
 def finite_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -288,25 +260,3 @@ def log_evaluation(run_ids: list[str], metrics: dict[str, float]) -> None:
         client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in values.items()], synchronous=True)
         if EVAL_COPIED_TAG in client.get_run(run_id).data.tags:
             client.delete_tag(run_id, EVAL_COPIED_TAG)
-
-
-def loss_curve_png(
-    train: list[tuple[int, float]], val: list[tuple[int, float]], path: Path, title: str
-) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    if train:
-        ax.plot(*zip(*train, strict=True), label="train")
-    if val:
-        ax.plot(*zip(*val, strict=True), marker="o", label="val")
-    ax.set(xlabel="step", ylabel="loss", title=title)
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path

@@ -6,8 +6,9 @@ import pytest
 import torch
 import transformers
 
-from model_foundry.adapters.bert import BertAdapter
-from model_foundry.adapters.bert_config import BertConfig
+from model_foundry.adapters.bert import SPEC as BERT_SPEC
+from model_foundry.adapters.bert import BertConfig
+from model_foundry.adapters.bert.model import BertAdapter
 from model_foundry.config import parse_params
 from model_foundry.data.tokenizer_training import train_tokenizer
 from model_foundry.errors import FoundryError
@@ -23,7 +24,7 @@ def tokenizer():
 def _saved_bert(tmp_path, tokenizer, token_types: int) -> tuple[BertAdapter, str]:
     config = BertConfig(**{**BertConfig.TINY, "token_types": token_types, "vocab_size": len(tokenizer)})
     torch.manual_seed(0)
-    adapter = BertAdapter.build(config)
+    adapter = BertAdapter.build(config, BERT_SPEC)
     adapter.tokenizer = tokenizer
     with torch.no_grad():  # off the init: non-trivial LayerNorm gains and biases
         for p in adapter.model.parameters():
@@ -59,7 +60,7 @@ def test_auto_classes_load_model_and_tokenizer(tmp_path, tokenizer):
 
 def test_attention_is_bidirectional():
     torch.manual_seed(0)
-    adapter = BertAdapter.build(BertConfig(**{**BertConfig.TINY, "vocab_size": 50}))
+    adapter = BertAdapter.build(BertConfig(**{**BertConfig.TINY, "vocab_size": 50}), BERT_SPEC)
     adapter.model.eval()
     x = torch.randint(50, (1, 10))
     y = x.clone()

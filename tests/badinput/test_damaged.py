@@ -38,7 +38,7 @@ def good_models(tmp_path_factory, hub_repos) -> dict[str, Path]:
 
     from model_foundry.adapters import get_spec
     from model_foundry.data.tokenizer_training import train_tokenizer
-    from model_foundry.hub import import_model
+    from model_foundry.hub import QuietReporter, import_model
 
     root = tmp_path_factory.mktemp("good")
     texts = [f"the quick brown fox {i} jumps over the lazy dog {i * 7}" for i in range(200)]
@@ -46,13 +46,14 @@ def good_models(tmp_path_factory, hub_repos) -> dict[str, Path]:
     spec = get_spec("gpt")
     config = spec.config_cls(vocab_size=len(tok), n_layer=1, n_head=2, n_embd=32, block_size=32)
     torch.manual_seed(0)
-    adapter = spec.adapter_cls().build(config)
+    adapter = spec.adapter_cls().build(config, spec)
     adapter.tokenizer = tok
     adapter.save_checkpoint(root / "gpt", {"model_name": "gpt", "training": {"objective": "causal_lm"}})
     out = {"gpt": root / "gpt"}
     for key, repo in (("llama", LLAMA), ("sharded", LLAMA_SHARDED)):
-        result = import_model(str(hub_repos[repo]), root, name=key, accept_license=True, progress=False,
-                              echo=lambda m: None)  # fmt: skip
+        result = import_model(
+            str(hub_repos[repo]), root, name=key, accept_license=True, reporter=QuietReporter()
+        )
         out[key] = result.path
     return out
 
@@ -272,18 +273,9 @@ def test_train_refuses_a_damaged_imported_model(tmp_path, good_models, case):
     from model_foundry.errors import FoundryError
     from model_foundry.stages.train import build_adapter
 
-    class Entry:
-        is_scratch = False
-
-    class Params:
-        model = Entry()
-
-        class train:  # noqa: N801
-            seed = 0
-
     project, folder = damaged_project(tmp_path, good_models, case)
     with pytest.raises(FoundryError) as e:
-        build_adapter(Params, project / folder, vocab_size=512)
+        build_adapter(project / folder, tokenizer_size=512, seed=0)
     assert all(w.lower() in str(e.value).lower() for w in DAMAGE[case][2]) and e.value.hint
 
 
@@ -301,7 +293,7 @@ def test_intact_models_load_and_their_hashes_are_cached(tmp_path, good_models):
     """Verification hashes each file once per stat: the second check reads the cache (poisoned here to prove
     it is used), and a rewritten file (new mtime/ctime) is hashed again."""
     from model_foundry.errors import FoundryError
-    from model_foundry.model_check import HASH_CACHE_NAME, check_model_folder
+    from model_foundry.model_folder.checks import HASH_CACHE_NAME, check_model_folder
 
     project = _project(tmp_path / "project")
     folder = project / "models" / "llama"

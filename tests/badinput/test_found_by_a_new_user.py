@@ -95,8 +95,8 @@ def test_importing_a_damaged_model_foundry_folder_is_refused(tmp_path: Path) -> 
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from model_foundry.adapters.base import load_adapter
     from model_foundry.data.tokenizer_training import train_tokenizer
+    from model_foundry.model_folder import load_adapter
 
     src = tmp_path / "src"
     torch.manual_seed(0)

@@ -28,3 +28,12 @@ def test_quick_start_has_the_two_commands():
 
 def test_every_architecture_is_mentioned():
     assert all(f"`{name}`" in README for name in ARCHITECTURES)
+
+
+def test_supported_families_table_is_the_family_table():
+    """README's "Supported families" table is `families_markdown()`: the rows of families.py, no other."""
+    from model_foundry.adapters.hf.families import families_markdown
+
+    section = README.split("### Supported families\n", 1)[1]
+    table = section[section.index("|") :].split("\n\n", 1)[0] + "\n"
+    assert table == families_markdown(), "paste families_markdown() into README's Supported families"

@@ -8,15 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from model_foundry.adapters.gpt import GPTAdapter
-from model_foundry.adapters.gpt_config import GPTConfig
+from model_foundry.adapters.gpt import SPEC as GPT_SPEC
+from model_foundry.adapters.gpt import GPTConfig
+from model_foundry.adapters.gpt.model import GPTAdapter
 from model_foundry.data.tokens import sequential_windows
 from model_foundry.evaluation.metrics import causal_metrics, unigram_baseline
 from model_foundry.training.device import Runtime
 
 
 def test_uniform_model_has_perplexity_equal_to_vocab():
-    adapter = GPTAdapter.build(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=8, vocab_size=50))
+    adapter = GPTAdapter.build(
+        GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=8, vocab_size=50), GPT_SPEC
+    )
     with torch.no_grad():
         adapter.model.lm_head.weight.zero_()  # tied: logits are all zero → uniform distribution
     tokens = np.arange(200, dtype=np.uint16) % 50

@@ -27,25 +27,22 @@ def test_parameter_count_matches_the_built_model(name: str, raw: dict) -> None:
     """The estimate counts exactly the parameters the real adapter builds, for every scratch architecture."""
     spec = get_spec(name)
     config = build(spec.config_cls, {**raw, "vocab_size": 300}, "m")
-    built = spec.adapter_cls().build(config).num_parameters()
-    assert estimate(name, config, 300, TrainConfig(), EvaluateConfig()).parameters == built
+    built = spec.adapter_cls().build(config, spec).num_parameters()
+    assert estimate(config, 300, TrainConfig(), EvaluateConfig()).parameters == built
 
 
 def test_estimate_grows_with_batch_and_block() -> None:
     config = build(
         get_spec("gpt").config_cls, {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 64}, "m"
     )
-    small = estimate("gpt", config, 500, TrainConfig(batch_size=4, block_size=32), EvaluateConfig())
-    big = estimate("gpt", config, 500, TrainConfig(batch_size=64, block_size=64), EvaluateConfig())
+    small = estimate(config, 500, TrainConfig(batch_size=4, block_size=32), EvaluateConfig())
+    big = estimate(config, 500, TrainConfig(batch_size=64, block_size=64), EvaluateConfig())
     assert big.train_bytes > small.train_bytes and big.parameters == small.parameters
 
 
 def test_imported_families_are_left_to_the_import() -> None:
     assert (
-        estimate(
-            "hf-gpt2", build(get_spec("hf-gpt2").config_cls, {}, "m"), 0, TrainConfig(), EvaluateConfig()
-        )
-        is None
+        estimate(build(get_spec("hf-gpt2").config_cls, {}, "m"), 0, TrainConfig(), EvaluateConfig()) is None
     )
 
 
@@ -54,7 +51,7 @@ def test_absurd_sizes_refused_without_overflow(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.delenv("FOUNDRY_MAX_RAM", raising=False)
     config = build(get_spec("gpt").config_cls, {"n_layer": 10**400}, "m")
     with pytest.raises(FoundryError, match=r"needs ≈ ~10\^\d+ B of memory to train"):
-        check_fits("models.x", "gpt", config, 4096, TrainConfig(threads=1), EvaluateConfig())
+        check_fits("models.x", config, 4096, TrainConfig(threads=1), EvaluateConfig())
 
 
 def test_formatting() -> None:

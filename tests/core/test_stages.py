@@ -67,12 +67,14 @@ def test_tokenize_writes_compact_arrays(pipeline):
 
 
 def test_trained_model_folder_reloads_with_same_logits(pipeline):
-    from model_foundry.adapters.base import load_adapter
+    from model_foundry.model_folder import load_adapter, parent_record
 
     _, root, _, _ = pipeline
     folder = root / "models/gpt-tiny-trained"
     meta = read_json(folder / "metadata.json")
     assert meta["architecture"] == "gpt" and meta["base_model"] == "gpt-tiny"
+    assert meta["fine_tuned_from"] is None and meta["format"] == 1
+    assert meta["parent"] == parent_record(root / "models/gpt-tiny")  # not DVC-tracked here: no checksum
     assert meta["sha256"]["model.safetensors"] == sha256_file(folder / "model.safetensors")
     assert meta["parameters"] > 0 and meta["dtype"] == "float32"
     assert {"tokenizer.json", "tokenizer_config.json", "config.json"} <= {p.name for p in folder.iterdir()}
@@ -169,11 +171,13 @@ def test_train_rejects_sequences_longer_than_the_model_context(pipeline):
     from model_foundry.stages.train import check_fits_model
 
     params, root, _, _ = pipeline
-    from model_foundry.adapters.base import load_adapter
+    from model_foundry.model_folder import load_adapter
 
     adapter = load_adapter(root / "models/gpt-tiny-trained")
-    check_fits_model(adapter, 32, 320)
+    check_fits_model(adapter, "causal_lm", 32, 320)
     with pytest.raises(FoundryError, match="longer than the model's context"):
-        check_fits_model(adapter, 64, 320)
+        check_fits_model(adapter, "causal_lm", 64, 320)
     with pytest.raises(FoundryError, match="embeds only 320"):
-        check_fits_model(adapter, 32, 400)
+        check_fits_model(adapter, "causal_lm", 32, 400)
+    with pytest.raises(FoundryError, match="supports only causal_lm"):
+        check_fits_model(adapter, "masked_lm", 32, 320)

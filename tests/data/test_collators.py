@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model_foundry.data.collators import IGNORE_INDEX, CausalCollator, MaskedCollator, make_collator
+from model_foundry.data.collators import IGNORE_INDEX, CausalCollator, Collator, MaskedCollator, make_collator
 from model_foundry.data.tokenizer_training import train_tokenizer
+from model_foundry.errors import FoundryError
 
 V = 1000
 PAD, UNK, CLS, SEP, MASK = range(5)
@@ -104,3 +105,22 @@ def test_make_collator_reads_the_tokenizer():
     names = set(tok.convert_ids_to_tokens(list(collator.special_ids)))
     assert names == {"[PAD]", "[CLS]", "[SEP]", "[MASK]"}  # not [UNK]
     assert isinstance(make_collator("causal_lm", tok), CausalCollator)
+
+
+@pytest.mark.parametrize(
+    "collator", [CausalCollator(), MaskedCollator(MASK, V, SPECIAL)], ids=["causal", "masked"]
+)
+def test_collators_keep_the_protocol(collator: Collator):
+    """Windows (B, T + extra_tokens) int64 → input_ids and labels (B, T) int64, as the loop expects."""
+    windows = _windows(4, 16 + collator.extra_tokens)
+    x, y = collator(windows, torch.Generator().manual_seed(0))
+    assert x.shape == y.shape == (4, 16)
+    assert x.dtype == y.dtype == torch.int64
+
+
+def test_masked_lm_needs_a_mask_token():
+    tok = train_tokenizer(
+        "bpe", ["some text to learn from, with words and more words"] * 10, 300, "causal_lm"
+    )
+    with pytest.raises(FoundryError, match="no mask token"):
+        make_collator("masked_lm", tok)

@@ -19,11 +19,18 @@ import pytest
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from model_foundry.adapters.base import load_tokenizer
-from model_foundry.data.encoding import MAX_RUN, EncodingStats, encode_chat, encode_text, text_encoder
+from model_foundry.data.encoding import (
+    MAX_RUN,
+    EncodingStats,
+    backend_tokenizer,
+    encode_chat,
+    encode_text,
+    text_encoder,
+)
 from model_foundry.data.tokenizer_training import run_isolated, train_tokenizer
 from model_foundry.data.tokens import encode_documents
 from model_foundry.errors import FoundryError
+from model_foundry.model_folder import load_tokenizer
 
 KINDS = ("bpe", "wordpiece", "unigram", "char")
 OBJECTIVES = ("causal_lm", "masked_lm")
@@ -270,3 +277,14 @@ def test_errors_of_the_trainer_cross_the_process_boundary():
     with pytest.raises(FoundryError, match="too small for WordPiece") as err:
         train_tokenizer("wordpiece", TEXTS[:3], 20, "masked_lm")
     assert err.value.hint
+
+
+def test_only_fast_tokenizers_encode_user_text():
+    """A fast tokenizer's backend (or a bare `tokenizers.Tokenizer`) is used; a slow one is refused."""
+    from transformers import ByT5Tokenizer  # a pure-Python tokenizer that needs no files
+
+    fast = train_tokenizer("bpe", TEXTS, 600, "causal_lm")
+    assert backend_tokenizer(fast) is fast.backend_tokenizer
+    assert backend_tokenizer(fast.backend_tokenizer) is fast.backend_tokenizer
+    with pytest.raises(FoundryError, match="not a fast tokenizer"):
+        text_encoder(ByT5Tokenizer())

@@ -36,7 +36,7 @@ def _model(arch: str, tokenizer, **settings):
     spec = ARCHITECTURES[arch]
     cfg = build(spec.config_cls, {**spec.config_cls.TINY, "vocab_size": len(tokenizer), **settings}, arch)
     torch.manual_seed(0)
-    return spec.adapter_cls().build(cfg)
+    return spec.adapter_cls().build(cfg, spec)
 
 
 def _metrics(adapter, tokenizer, tokens, **kw):

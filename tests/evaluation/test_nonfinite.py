@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from conftest import VENV_BIN, run_cmd, tiny_params
+from model_foundry.adapters.gpt import SPEC as GPT_SPEC
 from model_foundry.config import parse_params
 from model_foundry.errors import FoundryError
 from model_foundry.evaluation.finite import nonfinite_values, safe_exp
@@ -18,9 +19,9 @@ from model_foundry.evaluation.finite import nonfinite_values, safe_exp
 @pytest.fixture(scope="module")
 def damaged(tmp_path_factory) -> tuple[object, Path]:
     """Tokenized tiny data, and three gpt folders saved with it: healthy, NaN weights, overflowing logits."""
-    from model_foundry.adapters.base import load_tokenizer
-    from model_foundry.adapters.gpt import GPTAdapter
-    from model_foundry.adapters.gpt_config import GPTConfig
+    from model_foundry.adapters.gpt import GPTConfig
+    from model_foundry.adapters.gpt.model import GPTAdapter
+    from model_foundry.model_folder import load_tokenizer
     from model_foundry.stages import convert, ingest, tokenize
 
     root = tmp_path_factory.mktemp("damaged")
@@ -32,7 +33,7 @@ def damaged(tmp_path_factory) -> tuple[object, Path]:
         torch.manual_seed(0)
         config = GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=32)
         config.vocab_size = 320
-        adapter = GPTAdapter.build(config)
+        adapter = GPTAdapter.build(config, GPT_SPEC)
         adapter.tokenizer = load_tokenizer(root / "data/tokenized/tokenizer")
         if damage is not None:  # what a diverged run used to save; 3e38 is finite, its products are not
             with torch.no_grad():

@@ -10,13 +10,13 @@ from hub_helpers import assert_empty, config_with, publish_variant
 from localhub.repos import GPT2, GPT2_BIN, LLAMA, LLAMA_GATED, LLAMA_SHARDED, QWEN2, QWEN_V1_REMOTE
 from localhub.server import no_client_backoff
 from model_foundry.errors import FoundryError
-from model_foundry.hub import import_model
+from model_foundry.hub import QuietReporter, import_model
 
 
 def attempt(source: str, models: Path, **kwargs) -> FoundryError:
     kwargs.setdefault("accept_license", True)
     with pytest.raises(FoundryError) as e:
-        import_model(source, models, progress=False, echo=lambda m: None, **kwargs)
+        import_model(source, models, reporter=QuietReporter(), **kwargs)
     assert_empty(models)
     return e.value
 
@@ -105,7 +105,7 @@ def test_network_unreachable(local_hub, hub_repos, tmp_path):
 
 
 def test_licence_not_accepted_without_a_terminal(local_hub, hub_repos, tmp_path):
-    e = attempt(GPT2, tmp_path / "models", accept_license=False, interactive=False)
+    e = attempt(GPT2, tmp_path / "models", accept_license=False)  # QuietReporter(): nobody to ask
     assert "licence" in e.message and "mit" in e.message and "--accept-license" in e.hint
 
 
@@ -146,7 +146,7 @@ def test_sha256_mismatch_is_detected_and_evicted_from_the_cache(local_hub, hub_r
     )
     # the next import downloads it again and succeeds
     result = import_model(
-        LLAMA, tmp_path / "models", accept_license=True, progress=False, echo=lambda m: None, cache_dir=cache
+        LLAMA, tmp_path / "models", accept_license=True, reporter=QuietReporter(), cache_dir=cache
     )
     assert result.sha256["model.safetensors"] == local_hub.file(LLAMA, "model.safetensors").sha256
 
@@ -186,14 +186,14 @@ def test_existing_name(local_hub, hub_repos, tmp_path):
     models = tmp_path / "models"
     (models / "tiny-gpt2").mkdir(parents=True)
     with pytest.raises(FoundryError, match="already exists") as e:
-        import_model(GPT2, models, accept_license=True, progress=False, echo=lambda m: None)
+        import_model(GPT2, models, accept_license=True, reporter=QuietReporter())
     assert "--version-suffix" in e.value.hint
     assert sorted(p.name for p in models.iterdir()) == ["tiny-gpt2"] and not any(
         (models / "tiny-gpt2").iterdir()
     )
     (models / "dvc-only.dvc").write_text("outs: []\n")  # tracked by DVC but not checked out
     with pytest.raises(FoundryError, match="already exists"):
-        import_model(GPT2, models, name="dvc-only", accept_license=True, progress=False, echo=lambda m: None)
+        import_model(GPT2, models, name="dvc-only", accept_license=True, reporter=QuietReporter())
 
 
 def test_missing_local_folder(tmp_path):
@@ -206,10 +206,9 @@ def test_memory_hard_limit_and_force(local_hub, hub_repos, tmp_path, monkeypatch
     monkeypatch.setenv("FOUNDRY_IMPORT_MAX_RAM", "100MB")
     e = attempt(GPT2, tmp_path / "models")
     assert "RAM" in e.message and "--force" in e.hint
-    shown: list[str] = []
-    result = import_model(
-        GPT2, tmp_path / "models", accept_license=True, force=True, progress=False, echo=shown.append
-    )
+    reporter = QuietReporter()
+    result = import_model(GPT2, tmp_path / "models", accept_license=True, force=True, reporter=reporter)
+    shown = reporter.messages
     assert result.path.is_dir() and any("--force" in s for s in shown)
 
 
@@ -221,7 +220,7 @@ def test_interrupted_import_leaves_nothing(local_hub, hub_repos, tmp_path, monke
 
     monkeypatch.setattr(convert, "_ensure_fast_tokenizer", boom)
     with pytest.raises(KeyboardInterrupt):
-        import_model(GPT2, tmp_path / "models", accept_license=True, progress=False, echo=lambda m: None)
+        import_model(GPT2, tmp_path / "models", accept_license=True, reporter=QuietReporter())
     assert_empty(tmp_path / "models")
 
 

@@ -9,17 +9,17 @@ import pytest
 
 from localhub.repos import BERT, GPT2, GPT2_BIN, LLAMA, LLAMA_BIG, LLAMA_GATED, LLAMA_SHARDED, QWEN2, QWEN3
 from localhub.server import GATED_TOKEN, no_client_backoff
-from model_foundry.adapters.base import read_model_info
 from model_foundry.errors import FoundryError
-from model_foundry.hub import import_model
+from model_foundry.hub import QuietReporter, import_model
 from model_foundry.io import sha256_file
+from model_foundry.model_folder import read_model_info
 
 FAMILIES = {QWEN2: "hf-qwen2", QWEN3: "hf-qwen3", LLAMA: "hf-llama", GPT2: "hf-gpt2", BERT: "hf-bert"}
 
 
 def quiet_import(source: str, models: Path, **kwargs):
     kwargs.setdefault("accept_license", True)
-    return import_model(source, models, progress=False, echo=lambda m: None, **kwargs)
+    return import_model(source, models, reporter=QuietReporter(), **kwargs)
 
 
 @pytest.mark.parametrize("repo", list(FAMILIES))
@@ -137,17 +137,17 @@ def test_licence_prompt(local_hub, hub_repos, tmp_path):
 
     def confirm(question: str) -> bool:
         asked.append(question)
+        shown.extend(reporter.messages)  # what was shown before the question
         return True
 
-    result = import_model(GPT2, tmp_path / "models", interactive=True, confirm=confirm, progress=False,
-                          echo=shown.append)  # fmt: skip
+    reporter = QuietReporter(ask=confirm)
+    result = import_model(GPT2, tmp_path / "models", reporter=reporter)
     assert asked and "mit" in asked[0]
     assert any("MIT License" in s for s in shown)  # the text is shown before the question
     _, meta = read_model_info(result.path)
     assert meta["license_acknowledgment"]["via"] == "interactive prompt"
     with pytest.raises(FoundryError, match="not accepted"):
-        import_model(GPT2, tmp_path / "models", name="refused", interactive=True, confirm=lambda q: False,
-                     progress=False, echo=lambda m: None)  # fmt: skip
+        import_model(GPT2, tmp_path / "models", name="refused", reporter=QuietReporter(ask=lambda q: False))
     assert not (tmp_path / "models" / "refused").exists()
 
 
@@ -197,9 +197,10 @@ def test_unreachable_hub_falls_back_to_the_cache(local_hub, hub_repos, tmp_path)
     quiet_import(GPT2, tmp_path / "models", cache_dir=cache)
     local_hub.stop()
     try:
-        shown: list[str] = []
-        again = import_model(GPT2, tmp_path / "models", name="cached", accept_license=True, progress=False,
-                             echo=shown.append, cache_dir=cache)  # fmt: skip
+        reporter = QuietReporter()
+        again = import_model(GPT2, tmp_path / "models", name="cached", accept_license=True, reporter=reporter,
+                             cache_dir=cache)  # fmt: skip
+        shown = reporter.messages
         assert any("unreachable" in s for s in shown) and again.revision == local_hub.commit_sha(GPT2)
     finally:
         local_hub.start()

@@ -1,19 +1,31 @@
 """An imported model is the source model: same logits as transformers' own from_pretrained, same greedy
-tokens, through the BaseAdapter contract (forward/loss, generate, save/load, tokenizer, chat template)."""
+tokens, through the BaseAdapter contract (forward/loss, prefill/decode, save/load, tokenizer) and
+`model_foundry.generation` (generate, chat template, stop tokens)."""
 
 from __future__ import annotations
 
+import copy
+import functools
 from pathlib import Path
 
 import pytest
 import torch
 import transformers
 
-from localhub.repos import BERT, GPT2, GPT2_BIN, LLAMA, LLAMA_SHARDED, QWEN2, QWEN3
-from model_foundry.adapters.base import BaseAdapter, lm_loss, load_adapter, read_model_info
-from model_foundry.hub import import_model
+from localhub.repos import FAMILY_FIXTURES, GPT2_BIN, LLAMA, LLAMA_SHARDED, QWEN2
+from model_foundry.adapters import ARCHITECTURES
+from model_foundry.adapters.base import BaseAdapter, lm_loss
+from model_foundry.errors import FoundryError
+from model_foundry.generation import GREEDY, chat_ids, generate, stop_token_ids
+from model_foundry.hub import QuietReporter, import_model
+from model_foundry.model_folder import load_adapter, read_model_info
 
-CAUSAL = {QWEN2: "hf-qwen2", QWEN3: "hf-qwen3", LLAMA: "hf-llama", GPT2: "hf-gpt2", LLAMA_SHARDED: "hf-llama"}
+# Every Hub family's fixture repo (repo → registry name), by objective, so a new row of families.py is
+# checked here too; plus the sharded Llama repo.
+FAMILY_REPOS = {repo: name for name, repo in FAMILY_FIXTURES.items()}
+CAUSAL = {r: n for r, n in FAMILY_REPOS.items() if ARCHITECTURES[n].objectives == ("causal_lm",)}
+CAUSAL[LLAMA_SHARDED] = "hf-llama"
+MASKED = {r: n for r, n in FAMILY_REPOS.items() if ARCHITECTURES[n].objectives == ("masked_lm",)}
 
 
 @pytest.fixture(scope="module")
@@ -21,13 +33,13 @@ def imported(hub_repos: dict[str, Path], tmp_path_factory: pytest.TempPathFactor
     """Every fixture family imported once through the local Hub (+ the pickle repo, + a folder import)."""
     models = tmp_path_factory.mktemp("parity-models")
     out = {}
-    for repo in [*CAUSAL, BERT, GPT2_BIN]:
+    for repo in [*CAUSAL, *MASKED, GPT2_BIN]:
         result = import_model(
-            repo, models, accept_license=True, allow_pickle=repo == GPT2_BIN, progress=False
+            repo, models, accept_license=True, allow_pickle=repo == GPT2_BIN, reporter=QuietReporter()
         )
         out[repo] = result.path
     out["folder"] = import_model(str(hub_repos[QWEN2]), models, name="qwen2-folder", accept_license=True,
-                                 progress=False).path  # fmt: skip
+                                 reporter=QuietReporter()).path  # fmt: skip
     return out
 
 
@@ -43,7 +55,7 @@ def reference(source: Path, masked: bool = False) -> torch.nn.Module:
 @pytest.mark.parametrize("repo", [*CAUSAL, GPT2_BIN])
 def test_causal_logits_and_greedy_tokens_match_transformers(repo, imported, hub_repos):
     adapter = load_adapter(imported[repo])
-    assert adapter.architecture == CAUSAL.get(repo, "hf-gpt2")
+    assert adapter.spec.name == CAUSAL.get(repo, "hf-gpt2")
     ref = reference(hub_repos[repo])
     x = ids()
     with torch.no_grad():
@@ -51,9 +63,13 @@ def test_causal_logits_and_greedy_tokens_match_transformers(repo, imported, hub_
         expected = ref.generate(
             x[:1], max_new_tokens=8, do_sample=False, attention_mask=torch.ones_like(x[:1])
         )
-    assert adapter.generate(x[:1], 8, temperature=0).tolist() == expected.tolist()
-    # the generic token-by-token loop of BaseAdapter (no KV cache) picks the same tokens
-    assert BaseAdapter.generate(adapter, x[:1], 8, temperature=0).tolist() == expected[:, :20].tolist()
+    new, stop = expected[0, x.size(1) :].tolist(), stop_token_ids(adapter)
+    assert generate(adapter, x[:1], 8, GREEDY, stop).tokens[0] == new  # through the KV cache
+    # the contract's default prefill/decode (no KV cache: every step recomputed) picks the same tokens
+    plain = copy.copy(adapter)
+    plain.prefill = functools.partial(BaseAdapter.prefill, plain)  # type: ignore[method-assign]
+    plain.decode = functools.partial(BaseAdapter.decode, plain)  # type: ignore[method-assign]
+    assert generate(plain, x[:1], 8, GREEDY, stop).tokens[0] == new
 
 
 def test_folder_import_equals_hub_import(imported):
@@ -65,9 +81,11 @@ def test_folder_import_equals_hub_import(imported):
         torch.testing.assert_close(a.logits(x), b.logits(x), rtol=0, atol=0)
 
 
-def test_masked_logits_match_transformers(imported, hub_repos):
-    adapter = load_adapter(imported[BERT])
-    ref = reference(hub_repos[BERT], masked=True)
+@pytest.mark.parametrize("repo", list(MASKED))
+def test_masked_logits_match_transformers(repo, imported, hub_repos):
+    adapter = load_adapter(imported[repo])
+    assert adapter.spec.name == MASKED[repo]
+    ref = reference(hub_repos[repo], masked=True)
     x = ids(vocab=400)
     with torch.no_grad():
         torch.testing.assert_close(adapter.logits(x), ref(input_ids=x).logits)
@@ -80,8 +98,8 @@ def test_masked_logits_match_transformers(imported, hub_repos):
         torch.tensor([[adapter.tokenizer.cls_token_id, mask, adapter.tokenizer.sep_token_id]])
     )
     assert len(top) == 1 and len(top[0]) == 5
-    with pytest.raises(Exception, match="masked LM"):
-        adapter.generate(x, 3)
+    with pytest.raises(FoundryError, match="masked LM"):
+        generate(adapter, x, 3)
 
 
 def test_forward_loss_uses_aligned_labels(imported):
@@ -96,13 +114,13 @@ def test_native_tokenizer_and_chat_template(imported):
     adapter = load_adapter(imported[QWEN2])
     tok = adapter.tokenizer
     assert tok.eos_token == "<|im_end|>" and tok.chat_template
-    ids_ = adapter.apply_chat_template([{"role": "user", "content": "hi"}])
+    ids_ = chat_ids(adapter, [{"role": "user", "content": "hi"}])
     text = tok.decode(ids_)
     assert text.startswith("<|im_start|>user\nhi<|im_end|>") and text.endswith("<|im_start|>assistant\n")
-    assert set(adapter.stop_token_ids()) >= {tok.convert_tokens_to_ids("<|im_end|>")}
+    assert set(stop_token_ids(adapter)) >= {tok.convert_tokens_to_ids("<|im_end|>")}
     # a model without a template of its own gets the family's (Qwen: ChatML with a default system prompt)
     tok.chat_template = None
-    assert tok.decode(adapter.apply_chat_template([{"role": "user", "content": "hi"}])).startswith(
+    assert tok.decode(chat_ids(adapter, [{"role": "user", "content": "hi"}])).startswith(
         "<|im_start|>system\n"
     )
 

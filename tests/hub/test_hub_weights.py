@@ -13,10 +13,10 @@ from hub_helpers import assert_empty, publish_variant
 
 from conftest import VENV_BIN, run_cmd, tiny_params
 from localhub.repos import BERT, _fast_tokenizer, train_wordpiece_tokenizer
-from model_foundry.adapters.base import load_adapter, read_model_info
 from model_foundry.errors import FoundryError
-from model_foundry.hub import import_model
+from model_foundry.hub import QuietReporter, import_model
 from model_foundry.io import sha256_file
+from model_foundry.model_folder import load_adapter, read_model_info
 
 HEAD = [
     "cls.predictions.bias",
@@ -30,7 +30,7 @@ HEAD = [
 
 def quiet_import(source: str | Path, models: Path, **kwargs):
     kwargs.setdefault("accept_license", True)
-    return import_model(str(source), models, progress=False, echo=lambda m: None, **kwargs)
+    return import_model(str(source), models, reporter=QuietReporter(), **kwargs)
 
 
 def logits(folder: Path) -> torch.Tensor:

@@ -28,8 +28,10 @@ NAMESPACE = "localhub"
 QWEN2 = f"{NAMESPACE}/tiny-qwen2"
 QWEN3 = f"{NAMESPACE}/tiny-qwen3"
 LLAMA = f"{NAMESPACE}/tiny-llama"
+MISTRAL = f"{NAMESPACE}/tiny-mistral"
 GPT2 = f"{NAMESPACE}/tiny-gpt2"
 BERT = f"{NAMESPACE}/tiny-bert"
+ROBERTA = f"{NAMESPACE}/tiny-roberta"
 LLAMA_SHARDED = f"{NAMESPACE}/tiny-llama-sharded"
 LLAMA_BIG = f"{NAMESPACE}/tiny-llama-big"  # single model.safetensors > 10 MiB (resume tests)
 QWEN_V1_REMOTE = f"{NAMESPACE}/tiny-qwen-v1-remote-code"
@@ -152,6 +154,15 @@ def train_wordpiece_tokenizer(vocab_size: int = 512) -> Any:
     return tok
 
 
+def train_roberta_tokenizer(vocab_size: int = 512) -> Any:
+    """RoBERTa-style byte-level BPE: <s>=0, <pad>=1, </s>=2, <unk>=3, <mask>=4; `<s> $A </s>` around text."""
+    from tokenizers import processors
+
+    tok = train_bpe_tokenizer(["<s>", "<pad>", "</s>", "<unk>", "<mask>"], vocab_size)
+    tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0), trim_offsets=True)
+    return tok
+
+
 def _fast_tokenizer(tok: Any, **special: str | None) -> Any:
     from transformers import PreTrainedTokenizerFast
 
@@ -235,6 +246,21 @@ def build_llama(out: Path) -> dict[str, Path]:
     return _llama(out, seed=2)
 
 
+def build_mistral(out: Path) -> dict[str, Path]:
+    """MistralForCausalLM with untied output embeddings, as Mistral-7B (no sliding window, as v0.3)."""
+    import torch
+    from transformers import MistralConfig, MistralForCausalLM
+
+    tok = _bpe("llama")  # Mistral's specials are Llama 2's: <unk>, <s>, </s>
+    torch.manual_seed(10)
+    config = MistralConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, sliding_window=None,
+        tie_word_embeddings=False, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+    )  # fmt: skip
+    return _save(MistralForCausalLM(config), tok, out)
+
+
 def build_llama_sharded(out: Path) -> dict[str, Path]:
     """Several ``model-0000k-of-0000n.safetensors`` shards plus ``model.safetensors.index.json``."""
     return _llama(out, seed=3, max_shard_size="200KB")
@@ -297,6 +323,26 @@ def build_bert(out: Path) -> dict[str, Path]:
         intermediate_size=128, max_position_embeddings=256, pad_token_id=tok.pad_token_id,
     )  # fmt: skip
     return _save(BertForMaskedLM(config), tok, out)
+
+
+def build_roberta(out: Path) -> dict[str, Path]:
+    """RobertaForMaskedLM: pad_token_id 1, so positions start at 2 and 258 position embeddings hold 256
+    tokens (roberta-base: 514 for 512); one token type, as roberta-base."""
+    import torch
+    from transformers import RobertaConfig, RobertaForMaskedLM
+
+    tok = _fast_tokenizer(
+        train_roberta_tokenizer(),
+        bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>", unk_token="<unk>",
+        pad_token="<pad>", mask_token="<mask>",
+    )  # fmt: skip
+    torch.manual_seed(11)
+    config = RobertaConfig(
+        vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=128, max_position_embeddings=258, type_vocab_size=1,
+        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+    )  # fmt: skip
+    return _save(RobertaForMaskedLM(config), tok, out)
 
 
 QWEN_V1_CONFIGURATION = '''\
@@ -461,8 +507,10 @@ SPECS: dict[str, RepoSpec] = {
         RepoSpec(QWEN2, build_qwen2),
         RepoSpec(QWEN3, build_qwen3),
         RepoSpec(LLAMA, build_llama),
+        RepoSpec(MISTRAL, build_mistral),
         RepoSpec(GPT2, build_gpt2, license="mit"),
         RepoSpec(BERT, build_bert, pipeline_tag="fill-mask"),
+        RepoSpec(ROBERTA, build_roberta, license="mit", pipeline_tag="fill-mask"),
         RepoSpec(LLAMA_SHARDED, build_llama_sharded),
         RepoSpec(LLAMA_BIG, build_llama_big),
         RepoSpec(QWEN_V1_REMOTE, build_qwen_v1_remote_code),
@@ -475,6 +523,18 @@ SPECS: dict[str, RepoSpec] = {
             gated=True,
         ),
     )
+}
+
+# The fixture repo of every Hub family (a row of adapters/hf/families.py, by registry name): the contract
+# and parity tests import these; tests/adapters/test_families.py fails for a row without one.
+FAMILY_FIXTURES: dict[str, str] = {
+    "hf-qwen2": QWEN2,
+    "hf-qwen3": QWEN3,
+    "hf-llama": LLAMA,
+    "hf-mistral": MISTRAL,
+    "hf-gpt2": GPT2,
+    "hf-bert": BERT,
+    "hf-roberta": ROBERTA,
 }
 
 GATED_REPOS = frozenset(spec.repo_id for spec in SPECS.values() if spec.gated)

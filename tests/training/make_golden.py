@@ -26,12 +26,14 @@ def golden_run() -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from model_foundry.adapters.gpt import GPTAdapter
-    from model_foundry.adapters.gpt_config import GPTConfig
+    from model_foundry.adapters.gpt import SPEC as GPT_SPEC
+    from model_foundry.adapters.gpt import GPTConfig
+    from model_foundry.adapters.gpt.model import GPTAdapter
     from model_foundry.config import TrainConfig
     from model_foundry.data.collators import CausalCollator
     from model_foundry.training.device import Runtime
     from model_foundry.training.loop import train
+    from model_foundry.training.state import TrainState
 
     chars = sorted(set(TEXT))
     tokens = np.array([chars.index(c) for c in TEXT], dtype=np.uint16)
@@ -41,15 +43,14 @@ def golden_run() -> dict[str, Any]:
         runtime = Runtime.create("cpu", "fp32", threads=1)
         torch.manual_seed(0)
         config = GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, dropout=0.0, vocab_size=len(chars))
-        adapter = GPTAdapter.build(config)
+        adapter = GPTAdapter.build(config, GPT_SPEC)
         cfg = TrainConfig(
             steps=8, batch_size=4, block_size=16, lr=1e-2, min_lr_ratio=0.1, warmup_steps=3, weight_decay=0.1,
             grad_clip=0.5, eval_interval=4, eval_batches=2, log_interval=1, seed=5, threads=1, device="cpu",
             precision="fp32",
         )  # fmt: skip
-        result = train(
-            adapter, tokens[:split], tokens[split:], cfg, CausalCollator(), runtime, progress=False
-        )
+        state = TrainState.create(adapter, cfg, runtime)
+        result = train(state, tokens[:split], tokens[split:], cfg, CausalCollator(), runtime)
     finally:
         torch.set_num_threads(threads)
     return {

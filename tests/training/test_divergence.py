@@ -14,13 +14,15 @@ import torch
 import yaml
 
 from conftest import VENV_BIN, run_cmd, tiny_params
-from model_foundry.adapters.gpt import GPTAdapter
-from model_foundry.adapters.gpt_config import GPTConfig
+from model_foundry.adapters.gpt import SPEC as GPT_SPEC
+from model_foundry.adapters.gpt import GPTConfig
+from model_foundry.adapters.gpt.model import GPTAdapter
 from model_foundry.config import TrainConfig, parse_params
 from model_foundry.data.collators import CausalCollator
 from model_foundry.errors import FoundryError
 from model_foundry.training.device import Runtime
 from model_foundry.training.loop import check_finite, train
+from model_foundry.training.state import TrainState
 
 TOKENS = np.random.default_rng(0).integers(0, 8, 3000).astype(np.uint16)
 DIVERGENT = {"lr": 1e6, "grad_clip": 0}  # the repro
@@ -30,7 +32,7 @@ def tiny_gpt() -> GPTAdapter:
     torch.manual_seed(0)
     config = GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=16, dropout=0.0)
     config.vocab_size = 8
-    return GPTAdapter.build(config)
+    return GPTAdapter.build(config, GPT_SPEC)
 
 
 def train_cfg(**changes: Any) -> TrainConfig:
@@ -43,7 +45,8 @@ def train_cfg(**changes: Any) -> TrainConfig:
 
 def run_loop(cfg: TrainConfig) -> Any:
     runtime = Runtime.create("cpu", cfg.precision)
-    return train(tiny_gpt(), TOKENS[:2700], TOKENS[2700:], cfg, CausalCollator(), runtime, progress=False)
+    state = TrainState.create(tiny_gpt(), cfg, runtime)
+    return train(state, TOKENS[:2700], TOKENS[2700:], cfg, CausalCollator(), runtime)
 
 
 @pytest.mark.parametrize("grad_clip", [0.0, 1.0])
@@ -130,9 +133,12 @@ def test_foundry_train_divergence_exits_2_and_keeps_the_previous_outputs(tmp_pat
     assert "foundry.weights_sha256" not in run.data.tags
 
 
-def test_plot_csv_refuses_non_finite_values() -> None:
-    from model_foundry.stages.train import _csv
+def test_plot_csv_refuses_non_finite_values(tmp_path: Path) -> None:
+    from model_foundry.training.report import loss_csv, write_loss_csvs
 
-    assert _csv([(1, 2.5)], "train_loss") == "step,train_loss\n1,2.500000\n"
+    assert loss_csv([(1, 2.5)], "train_loss") == "step,train_loss\n1,2.500000\n"
     with pytest.raises(ValueError, match="non-finite train_loss at steps \\[2\\]"):
-        _csv([(1, 2.5), (2, math.nan)], "train_loss")
+        loss_csv([(1, 2.5), (2, math.nan)], "train_loss")
+    with pytest.raises(ValueError, match="non-finite val_loss"):  # checked before either file is written
+        write_loss_csvs(tmp_path, [(1, 2.5)], [(1, math.inf)])
+    assert not list(tmp_path.iterdir())

@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from model_foundry.adapters.gpt import GPTAdapter
-from model_foundry.adapters.gpt_config import GPTConfig
+from model_foundry.adapters.gpt import SPEC as GPT_SPEC
+from model_foundry.adapters.gpt import GPTConfig
+from model_foundry.adapters.gpt.model import GPTAdapter
 from model_foundry.config import TrainConfig
 from model_foundry.data.collators import CausalCollator
 from model_foundry.training.device import Runtime
 from model_foundry.training.loop import TrainResult, train
+from model_foundry.training.state import TrainState
 
 HERE = Path(__file__).parent
 REPETITIVE = np.array([i % 7 for i in range(3000)], dtype=np.uint16)  # 0 1 2 3 4 5 6 0 1 ...
@@ -28,7 +30,7 @@ def tiny_gpt(vocab: int = 8, seed: int = 0, **changes: Any) -> GPTAdapter:
         **{"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 16, "dropout": 0.0, **changes}
     )
     config.vocab_size = vocab
-    return GPTAdapter.build(config)
+    return GPTAdapter.build(config, GPT_SPEC)
 
 
 def cfg(**changes: Any) -> TrainConfig:
@@ -42,7 +44,8 @@ def cfg(**changes: Any) -> TrainConfig:
 def run(adapter: GPTAdapter, config: TrainConfig, tokens: np.ndarray = REPETITIVE) -> TrainResult:
     split = len(tokens) * 9 // 10
     runtime = Runtime.create("cpu", config.precision)
-    return train(adapter, tokens[:split], tokens[split:], config, CausalCollator(), runtime, progress=False)
+    state = TrainState.create(adapter, config, runtime)
+    return train(state, tokens[:split], tokens[split:], config, CausalCollator(), runtime)
 
 
 def test_tiny_run_converges_on_a_repetitive_corpus() -> None:

@@ -7,12 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import model_foundry.adapters.gpt as gpt
-from model_foundry.adapters.gpt_config import GPTConfig
+import model_foundry.adapters.gpt.model as gpt
+from model_foundry.adapters.gpt import SPEC as GPT_SPEC
+from model_foundry.adapters.gpt import GPTConfig
 from model_foundry.config import TrainConfig
 from model_foundry.data.collators import CausalCollator
 from model_foundry.training.device import Runtime, autocast, cpu_has_fast_bf16, resolve_precision
 from model_foundry.training.loop import train
+from model_foundry.training.state import TrainState
 
 CPU = torch.device("cpu")
 
@@ -38,7 +40,9 @@ def test_auto_on_other_devices() -> None:
 
 def tiny_gpt(seed: int = 0) -> gpt.GPTAdapter:
     torch.manual_seed(seed)
-    return gpt.GPTAdapter.build(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=16))
+    return gpt.GPTAdapter.build(
+        GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=16), GPT_SPEC
+    )
 
 
 def test_bf16_autocast_runs_the_forward_in_bf16_and_keeps_the_loss_fp32() -> None:
@@ -63,9 +67,8 @@ def test_bf16_and_fp32_losses_stay_close() -> None:
             log_interval=1, seed=1, device="cpu", precision=precision,
         )  # fmt: skip
         runtime = Runtime.create("cpu", precision)
-        result = train(
-            tiny_gpt(), tokens[:1800], tokens[1800:], cfg, CausalCollator(), runtime, progress=False
-        )
+        state = TrainState.create(tiny_gpt(), cfg, runtime)
+        result = train(state, tokens[:1800], tokens[1800:], cfg, CausalCollator(), runtime)
         losses[precision] = [v for _, v in result.train_history] + [v for _, v in result.val_history]
     np.testing.assert_allclose(losses["bf16"], losses["fp32"], atol=3e-2)
     assert losses["bf16"] != losses["fp32"]  # bf16 really ran

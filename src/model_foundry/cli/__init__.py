@@ -5,9 +5,11 @@ Nothing heavy (torch, transformers, mlflow) is imported at module level, so `fou
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
-from typing import Any
+from types import ModuleType
+from typing import Any, TextIO
 
 import typer
 
@@ -61,20 +63,19 @@ def main() -> None:
         sys.exit(130)
 
 
-def _usage_exceptions() -> Any:
+def _usage_exceptions() -> ModuleType:
     """Click's exception classes as Typer raises them (recent Typer vendors click as `typer._click`)."""
     try:
-        from typer._click import exceptions
+        return importlib.import_module("typer._click.exceptions")
     except ImportError:  # older Typer uses click itself
-        from click import exceptions
-    return exceptions
+        return importlib.import_module("click.exceptions")
 
 
 class _RedactingStream:
     """A text stream that strips credentials (URL userinfo, token query parameters, hf_… tokens) from what
     is written through it: nothing we or a library print to the terminal or a CI log carries a secret."""
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: TextIO) -> None:
         self._stream = stream
 
     def write(self, text: str) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -49,17 +48,18 @@ def import_model(
     no_dvc: Annotated[bool, typer.Option("--no-dvc", help="Do not `dvc add` the imported folder.")] = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Import a model (Qwen2/3, Llama, Mistral, GPT-2, BERT, RoBERTa) in the canonical layout."""
+    """Import a model in the canonical layout (its --help text, with the family list, is `import_help()`)."""
+    from model_foundry.hub import Reporter
     from model_foundry.hub import import_model as run
 
-    def confirm(question: str) -> bool:
+    def ask(question: str) -> bool:
         return typer.confirm(question, default=False, err=True)
 
+    reporter = Reporter(progress=not quiet, ask=ask if sys.stdin.isatty() else None)
     result = run(
         source, models_dir, name=name, revision=revision, accept_license=accept_license, force=force,
-        allow_pickle=allow_pickle, version_suffix=version_suffix, interactive=sys.stdin.isatty(), link=link,
-        init_missing=init_missing,
-        confirm=confirm, progress=not quiet,
+        allow_pickle=allow_pickle, version_suffix=version_suffix, link=link, init_missing=init_missing,
+        reporter=reporter,
     )  # fmt: skip
     revision_text = f" @ {result.revision[:12]}" if result.revision else ""
     print(
@@ -70,37 +70,38 @@ def import_model(
         f"{result.seconds:.1f} s)"
     )
     if not no_dvc:
-        dvc_add(result.path)
+        report_dvc_add(result.path)
 
 
-def dvc_root(path: Path) -> Path | None:
-    for parent in [path.resolve(), *path.resolve().parents]:
-        if (parent / ".dvc").is_dir():
-            return parent
-    return None
+def report_dvc_add(path: Path) -> None:
+    """`dvc add` the imported folder (inside a DVC repo) and say what happened; a failure is a warning."""
+    from model_foundry.project import dvc_add
 
-
-def dvc_add(path: Path) -> bool:
-    """Track the folder with DVC (its content hash becomes the model's checksum) when inside a DVC repo."""
-    root = dvc_root(path.parent)
-    if root is None:
-        return False
-    rel = path.resolve().relative_to(root)
-    proc = subprocess.run(
-        [sys.executable, "-m", "dvc", "add", "--quiet", str(rel)], cwd=root, capture_output=True, text=True
-    )
-    if proc.returncode != 0:
-        detail = (proc.stderr or proc.stdout).strip().splitlines()
+    added = dvc_add(path)
+    if added is None:
+        return
+    if added.error is not None:
         print(
-            f"warning: `dvc add {rel}` failed: {detail[-1] if detail else proc.returncode}. "
-            "The model is imported; "
-            f"track it yourself with `dvc add {rel}`.",
+            f"warning: `dvc add {added.rel}` failed: {added.error}. The model is imported; "
+            f"track it yourself with `dvc add {added.rel}`.",
             file=sys.stderr,
         )
-        return False
-    print(f"tracked by DVC: {rel}.dvc (commit it with git: `git add {rel}.dvc {rel.parent}/.gitignore`)")
-    return True
+        return
+    print(
+        f"tracked by DVC: {added.dvc_file} "
+        f"(commit it with git: `git add {added.dvc_file} {added.rel.parent}/.gitignore`)"
+    )
+
+
+def import_help() -> str:
+    """`foundry import-model --help`: what it does, and the supported families (adapters/hf/families.py)."""
+    from model_foundry.adapters.hf.families import supported_families
+
+    return (
+        "Import a model from the Hugging Face Hub, a Hub URL or a local folder into models/<name>/ "
+        f"(the canonical layout). Supported families (config.json model_type): {supported_families()}."
+    )
 
 
 def register(app: typer.Typer) -> None:
-    app.command("import-model")(import_model)
+    app.command("import-model", help=import_help())(import_model)

@@ -128,10 +128,11 @@ def _read_file(path: Path, text_field: str, norm: Normalisation) -> list[str]:
                 "Set data.text_field to the field that holds the text.",
             )
         text_value = record[text_field]
-        if _SURROGATE.search(text_value):  # JSON allows "\ud800" escapes that are not Unicode text
+        surrogate = _SURROGATE.search(text_value)  # JSON allows "\ud800" escapes that are not Unicode text
+        if surrogate:
             raise FoundryError(
                 f"{path}:{lineno}: field {text_field!r} holds an unpaired surrogate escape "
-                f"({_SURROGATE.search(text_value).group()!r}), which is not Unicode text.",
+                f"({surrogate.group()!r}), which is not Unicode text.",
                 "Fix the writer of this file (a \\uD800-\\uDFFF escape must come in a valid pair), "
                 "or drop the record.",
             )

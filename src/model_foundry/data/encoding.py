@@ -27,9 +27,17 @@ import re
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from model_foundry.errors import FoundryError
+
+if TYPE_CHECKING:  # type-only: transformers is imported by whoever built the tokenizer
+    from tokenizers import Tokenizer
+    from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+    # What `TextEncoder` accepts: a transformers fast tokenizer (any PreTrainedTokenizerBase with a
+    # `tokenizers` backend) or a bare `tokenizers.Tokenizer`.
+    AnyTokenizer = PreTrainedTokenizerBase | Tokenizer
 
 # Whitespace-free runs longer than this are split into pieces of at most this many characters before any
 # tokenizer trainer sees them (an inline base64 image is one 200k-character "word": the Unigram trainer
@@ -139,11 +147,29 @@ class EncodingStats:
         return ", ".join(parts)
 
 
-def _data_backend(tokenizer: Any) -> Any:
+def backend_tokenizer(tokenizer: AnyTokenizer) -> Tokenizer:
+    """The `tokenizers.Tokenizer` behind a fast tokenizer (or the one given).
+
+    Raises FoundryError for a tokenizer without one (a slow, pure-Python transformers tokenizer).
+    """
+    from tokenizers import Tokenizer
+
+    if isinstance(tokenizer, Tokenizer):
+        return tokenizer
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if not isinstance(backend, Tokenizer):
+        raise FoundryError(
+            f"The tokenizer ({type(tokenizer).__name__}) is not a fast tokenizer: it has no `tokenizers` "
+            "backend, which encoding user text needs.",
+            "Use a folder with a tokenizer.json (re-import the model, or set tokenizer_override).",
+        )
+    return backend
+
+
+def _data_backend(backend: Tokenizer) -> Tokenizer:
     """A copy of the backend tokenizer for user text: no truncation, padding or post-processor."""
     from tokenizers import Tokenizer
 
-    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
     state = json.loads(backend.to_str())
     state["truncation"] = None
     state["padding"] = None
@@ -166,8 +192,8 @@ class TextEncoder:
     wrote (a rendered chat template), where special-token strings are meant as control tokens.
     """
 
-    def __init__(self, tokenizer: Any) -> None:
-        backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    def __init__(self, tokenizer: AnyTokenizer) -> None:
+        backend = backend_tokenizer(tokenizer)
         self.backend = _data_backend(backend)
         self.markup = _data_backend(backend)
         self.markup.encode_special_tokens = False
@@ -214,17 +240,17 @@ class TextEncoder:
 
     def encode_batch(self, texts: list[str], stats: EncodingStats | None = None) -> list[list[int]]:
         """Ids of each text, adding what happened to them into `stats` when given."""
-        out: list[list[int] | None] = [None] * len(texts)
-        short = [i for i, text in enumerate(texts) if len(text) <= CHUNK_CHARS]
-        encodings = self.backend.encode_batch([texts[i] for i in short], add_special_tokens=False)
-        for i, enc in zip(short, encodings, strict=True):
-            out[i] = self._check(texts[i], enc.ids)
+        short: dict[int, list[int]] = {}  # index → ids of the texts encoded whole, in one batch
+        indices = [i for i, text in enumerate(texts) if len(text) <= CHUNK_CHARS]
+        encodings = self.backend.encode_batch([texts[i] for i in indices], add_special_tokens=False)
+        for i, enc in zip(indices, encodings, strict=True):
+            short[i] = self._check(texts[i], enc.ids)
             if stats is not None:
-                self._count(texts[i], out[i], enc.offsets, stats)
-        for i, text in enumerate(texts):
-            if out[i] is None:  # long: piece by piece
-                out[i] = [token for ids in self.encode_pieces(text, stats) for token in ids]
-        return out
+                self._count(texts[i], short[i], enc.offsets, stats)
+        return [  # the long texts piece by piece
+            short[i] if i in short else [token for ids in self.encode_pieces(text, stats) for token in ids]
+            for i, text in enumerate(texts)
+        ]
 
     def _count(self, text: str, ids: list[int], offsets: list[tuple[int, int]], stats: EncodingStats) -> None:
         stats.documents += 1
@@ -248,7 +274,7 @@ class TextEncoder:
         stats.dropped_characters += _non_space(text[covered_to:])
 
 
-def _model_unk_id(backend: Any) -> int | None:
+def _model_unk_id(backend: Tokenizer) -> int | None:
     """The unknown id of a bare `tokenizers.Tokenizer` (its model's unk_token or unk_id)."""
     model = json.loads(backend.to_str()).get("model") or {}
     if isinstance(model.get("unk_token"), str):
@@ -260,10 +286,10 @@ def _non_space(s: str) -> int:
     return len(s) - sum(c.isspace() for c in s)
 
 
-_ENCODERS: weakref.WeakKeyDictionary[Any, TextEncoder] = weakref.WeakKeyDictionary()
+_ENCODERS: weakref.WeakKeyDictionary[AnyTokenizer, TextEncoder] = weakref.WeakKeyDictionary()
 
 
-def text_encoder(tokenizer: Any) -> TextEncoder:
+def text_encoder(tokenizer: AnyTokenizer) -> TextEncoder:
     """The `TextEncoder` of a tokenizer, built once per tokenizer object."""
     try:
         return _ENCODERS[tokenizer]
@@ -274,13 +300,13 @@ def text_encoder(tokenizer: Any) -> TextEncoder:
         return encoder
 
 
-def encode_text(tokenizer: Any, text: str) -> list[int]:
+def encode_text(tokenizer: AnyTokenizer, text: str) -> list[int]:
     """Token ids of user text (a prompt, a message): see `TextEncoder.encode`."""
     return text_encoder(tokenizer).encode(text)
 
 
 def encode_chat(
-    tokenizer: Any,
+    tokenizer: PreTrainedTokenizerBase,
     messages: list[dict[str, Any]],
     chat_template: str | None = None,
     add_generation_prompt: bool = True,
@@ -302,7 +328,7 @@ def encode_chat(
             message = {**message, "content": mark}
         rendered_messages.append(message)
     try:
-        rendered = tokenizer.apply_chat_template(
+        rendered: str = tokenizer.apply_chat_template(  # type: ignore[assignment]  # text, as tokenize=False
             rendered_messages,
             chat_template=chat_template,
             add_generation_prompt=add_generation_prompt,

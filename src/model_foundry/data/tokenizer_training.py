@@ -8,10 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from model_foundry.data.encoding import MAX_RUN
 from model_foundry.errors import FoundryError
+
+if TYPE_CHECKING:  # type-only: tokenizers and transformers are imported by the functions that use them
+    from tokenizers import Tokenizer
+    from tokenizers.pre_tokenizers import PreTokenizer
+    from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+    from transformers.tokenization_utils_tokenizers import PreTrainedTokenizerFast
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,8 @@ class SpecialTokens:
         return {f"{r}_token": getattr(self, r) for r in roles if getattr(self, r)}
 
 
+R = TypeVar("R")
+
 SPECIAL_TOKENS = {
     "causal_lm": SpecialTokens(unk="<unk>", pad="<pad>", bos="<s>", eos="</s>", separator="</s>"),
     "masked_lm": SpecialTokens(
@@ -45,7 +53,7 @@ SPECIAL_TOKENS = {
 }
 
 
-def _bounded_runs() -> Any:
+def _bounded_runs() -> PreTokenizer:
     """A pre-tokenizer cutting whitespace-free runs over MAX_RUN characters into pieces of MAX_RUN (the last
     shorter); shorter runs are left alone, so ordinary text tokenizes as without it."""
     from tokenizers import Regex, pre_tokenizers
@@ -53,7 +61,7 @@ def _bounded_runs() -> Any:
     return pre_tokenizers.Split(Regex(rf"\S{{{MAX_RUN}}}(?=\S)"), behavior="isolated")
 
 
-def _bpe(vocab_size: int, min_frequency: int, special: list[str], texts: list[str]) -> Any:
+def _bpe(vocab_size: int, min_frequency: int, special: list[str], texts: list[str]) -> Tokenizer:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     alphabet = pre_tokenizers.ByteLevel.alphabet()
@@ -76,7 +84,9 @@ def _bpe(vocab_size: int, min_frequency: int, special: list[str], texts: list[st
     return tok
 
 
-def _wordpiece(vocab_size: int, min_frequency: int, special: list[str], texts: list[str], unk: str) -> Any:
+def _wordpiece(
+    vocab_size: int, min_frequency: int, special: list[str], texts: list[str], unk: str
+) -> Tokenizer:
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     tok = Tokenizer(models.WordPiece(unk_token=unk))
@@ -105,7 +115,9 @@ def _wordpiece(vocab_size: int, min_frequency: int, special: list[str], texts: l
     return tok
 
 
-def _unigram(vocab_size: int, min_frequency: int, special: list[str], texts: list[str], unk: str) -> Any:
+def _unigram(
+    vocab_size: int, min_frequency: int, special: list[str], texts: list[str], unk: str
+) -> Tokenizer:
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     tok = Tokenizer(models.Unigram())
@@ -127,7 +139,7 @@ def _unigram(vocab_size: int, min_frequency: int, special: list[str], texts: lis
     return tok
 
 
-def _char(vocab_size: int, min_frequency: int, special: list[str], texts: list[str], unk: str) -> Any:
+def _char(vocab_size: int, min_frequency: int, special: list[str], texts: list[str], unk: str) -> Tokenizer:
     """One token per Unicode character; the `vocab_size - specials` most frequent ones, the rest → unk."""
     from collections import Counter
 
@@ -149,7 +161,7 @@ def _char(vocab_size: int, min_frequency: int, special: list[str], texts: list[s
     return tok
 
 
-TRAINERS: dict[str, Callable[..., Any]] = {"bpe": _bpe, "wordpiece": _wordpiece, "unigram": _unigram}
+TRAINERS: dict[str, Callable[..., Tokenizer]] = {"bpe": _bpe, "wordpiece": _wordpiece, "unigram": _unigram}
 
 
 def _train_backend(kind: str, vocab_size: int, min_frequency: int, objective: str, texts: list[str]) -> str:
@@ -167,7 +179,7 @@ def _train_backend(kind: str, vocab_size: int, min_frequency: int, objective: st
     return tok.to_str()
 
 
-def run_isolated(what: str, fn: Callable[..., Any], *args: Any) -> Any:
+def run_isolated(what: str, fn: Callable[..., R], *args: Any) -> R:
     """`fn(*args)` in a child process (spawned: `fn` and its result must pickle), so that a native crash in
     it (a segfault in a Rust or C++ library) becomes a FoundryError naming `what` instead of killing us.
     A FoundryError raised by `fn` is raised here as it is."""
@@ -188,7 +200,7 @@ def run_isolated(what: str, fn: Callable[..., Any], *args: Any) -> Any:
 
 def train_tokenizer(
     kind: str, texts: list[str], vocab_size: int, objective: str, min_frequency: int = 2
-) -> Any:
+) -> PreTrainedTokenizerFast:
     """A trained `PreTrainedTokenizerFast` with the objective's special tokens.
 
     Raises FoundryError for an unknown kind, a vocabulary too small for it, or a crash of the native trainer.
@@ -212,7 +224,7 @@ def train_tokenizer(
     return PreTrainedTokenizerFast(tokenizer_object=tok, **special.transformers_kwargs())
 
 
-def check_tokenizer_fits(tokenizer: Any, objective: str) -> None:
+def check_tokenizer_fits(tokenizer: PreTrainedTokenizerBase, objective: str) -> None:
     """Fail early when the tokenizer cannot serve the objective: masked LM replaces tokens with a mask token.
 
     (No pad token is needed: sequences are packed. The document separator is checked by the tokenize stage.)

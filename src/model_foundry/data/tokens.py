@@ -7,14 +7,20 @@ causal training wastes nothing on padding.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from model_foundry.data.encoding import CHUNK_CHARS, EncodingStats, text_encoder
 from model_foundry.errors import FoundryError
+
+if TYPE_CHECKING:  # torch and transformers only when a function needs them
+    import torch
+    from tokenizers import Tokenizer
+    from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 META_NAME = "meta.json"
 TOKENIZER_DIR = "tokenizer"
@@ -25,7 +31,7 @@ def dtype_for(vocab_size: int) -> np.dtype:
 
 
 def encode_documents(
-    tokenizer: Any,
+    tokenizer: PreTrainedTokenizerBase | Tokenizer,
     docs: list[str],
     separator_id: int,
     path: Path,
@@ -98,7 +104,9 @@ class TokenizedData:
         return int(self.meta["vocab_size"])
 
 
-def random_windows(tokens: np.ndarray, batch_size: int, length: int, generator: Any) -> Any:
+def random_windows(
+    tokens: np.ndarray, batch_size: int, length: int, generator: torch.Generator | None
+) -> torch.Tensor:
     """(batch_size, length) int64 tensor of windows at seeded random offsets."""
     import torch
 
@@ -112,8 +120,11 @@ def random_windows(tokens: np.ndarray, batch_size: int, length: int, generator: 
     return torch.from_numpy(tokens[idx].astype(np.int64))
 
 
-def sequential_windows(tokens: np.ndarray, batch_size: int, length: int, max_batches: int) -> Any:
-    """Non-overlapping windows from the start, for evaluation: every token is scored at most once."""
+def sequential_windows(
+    tokens: np.ndarray, batch_size: int, length: int, max_batches: int
+) -> Iterator[torch.Tensor]:
+    """Windows (at most batch_size, length) int64 from the start, for evaluation: consecutive windows share
+    one token, so every target is scored exactly once; at most `max_batches` batches."""
     import torch
 
     n_windows = (

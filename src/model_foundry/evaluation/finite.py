@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from model_foundry.errors import FoundryError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 DAMAGED_HINT = (
     "The model's weights are damaged or diverged: retrain it (lower train.lr, set train.grad_clip) "
@@ -26,7 +29,7 @@ def safe_exp(x: float) -> float:
         return math.inf
 
 
-def nonfinite_values(tree: Any, prefix: str = "") -> list[str]:
+def nonfinite_values(tree: object, prefix: str = "") -> list[str]:
     """Dotted keys of the NaN/±Infinity floats in a nested dict/list of metrics (empty if all are finite)."""
     if isinstance(tree, dict):
         return [k for key, v in tree.items() for k in nonfinite_values(v, f"{prefix}{key}.")]
@@ -37,7 +40,7 @@ def nonfinite_values(tree: Any, prefix: str = "") -> list[str]:
     return []
 
 
-def nonfinite_parameters(model: Any) -> list[str]:
+def nonfinite_parameters(model: nn.Module) -> list[str]:
     """Names of the model's parameters that hold a NaN or ±Infinity (one host sync for all of them)."""
     import torch
 
@@ -48,7 +51,7 @@ def nonfinite_parameters(model: Any) -> list[str]:
     return [name for (name, _), ok in zip(named, finite, strict=True) if not ok]
 
 
-def require_finite_weights(model: Any, folder: str | Path) -> None:
+def require_finite_weights(model: nn.Module, folder: str | Path) -> None:
     """Raise FoundryError naming `folder` (and a few tensors) if any parameter of `model` is non-finite."""
     bad = nonfinite_parameters(model)
     if bad:

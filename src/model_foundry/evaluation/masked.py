@@ -2,25 +2,29 @@
 pseudo-perplexity on a few sequences.
 
 The MLM numbers depend on which tokens get masked, so masking uses its own fixed seed: the same model and
-data always give the same metrics. Pseudo-perplexity (Salazar et al., 2020) masks each position in turn and
-scores the true token from everything else; it costs one sequence of compute per token, hence the cap
-(`evaluate.pseudo_ppl_sequences`). Special tokens (separators) are neither masked nor scored.
+data always give the same metrics. Pseudo-perplexity (Salazar et al., "Masked Language Model Scoring", ACL
+2020, https://arxiv.org/abs/1910.14659) masks each position in turn and scores the true token from everything
+else; it costs one sequence of compute per token, hence the cap (`evaluate.pseudo_ppl_sequences`). Special
+tokens (separators) are neither masked nor scored. Losses are in nats per scored token.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from model_foundry.adapters.base import IGNORE_INDEX, BaseAdapter
-from model_foundry.data.collators import MaskedCollator, make_collator
+from model_foundry.data.collators import MaskedCollator
 from model_foundry.data.tokens import sequential_windows
 from model_foundry.errors import FoundryError
 from model_foundry.evaluation.finite import safe_exp
 from model_foundry.training.device import Runtime
+
+if TYPE_CHECKING:
+    from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 EVAL_SEED = 20240  # masking seed of evaluation, independent of train.seed
 
@@ -36,7 +40,15 @@ def mlm_metrics(
     runtime: Runtime,
     seed: int = EVAL_SEED,
 ) -> dict[str, float]:
-    """Cross-entropy and top-1 accuracy on the masked positions of consecutive validation windows."""
+    """Cross-entropy and top-1 accuracy on the masked positions of consecutive validation windows.
+
+    `tokens` is the (N,) validation stream; windows of block_size tokens (consecutive, sharing one token;
+    batch_size a batch, at most max_batches batches: `data.tokens.sequential_windows`) are masked by
+    `collator` (BERT's 80/10/10 on `collator.probability` of the non-special tokens) with a generator seeded
+    with `seed`, so the same model and data give the same numbers. Returns mlm_loss (mean nats per masked
+    token, fp32), mlm_accuracy (fraction of masked tokens whose argmax is the original token) and
+    masked_tokens (an int). Raises FoundryError when no token was masked or `tokens` is too short.
+    """
     gen = torch.Generator().manual_seed(seed)
     total_nats, correct, n_masked = 0.0, 0, 0
     for windows in sequential_windows(tokens, batch_size, block_size, max_batches):
@@ -66,7 +78,13 @@ def pseudo_perplexity(
     batch_size: int,
     runtime: Runtime,
 ) -> dict[str, float]:
-    """exp(mean over tokens t of -log p(x_t | x with t masked)); a sequence's masked copies are batched."""
+    """Pseudo-perplexity of (S, T) int64 `sequences`: exp(mean over scored tokens t of -log p(x_t | x with
+    only t replaced by `mask_token_id`)), in nats before the exp.
+
+    Every token not in `special_ids` is scored; the masked copies of one sequence run batch_size at a time
+    (one forward per token in all). Returns pseudo_perplexity (inf when it overflows) and pseudo_ppl_tokens
+    (the number of scored tokens). Raises FoundryError when no token could be scored.
+    """
     total_nats, n_scored = 0.0, 0
     special = torch.tensor(special_ids, dtype=sequences.dtype)
     for seq in sequences:  # (T,)
@@ -88,7 +106,7 @@ def pseudo_perplexity(
 def masked_metrics(
     adapter: BaseAdapter,
     tokens: np.ndarray,
-    tokenizer: Any,
+    tokenizer: PreTrainedTokenizerBase,
     block_size: int,
     batch_size: int,
     max_batches: int,
@@ -97,8 +115,15 @@ def masked_metrics(
     runtime: Runtime,
     seed: int = EVAL_SEED,
 ) -> dict[str, float]:
-    """All masked-LM metrics of the evaluate stage, in eval mode (the model's mode is restored after)."""
-    collator = make_collator("masked_lm", tokenizer, mlm_probability)
+    """All masked-LM metrics of the evaluate stage, in eval mode (the model's mode is restored after).
+
+    `mlm_metrics` on up to max_batches batches of block_size windows of `tokens`, masked as in training
+    (`tokenizer`'s mask and special tokens, mlm_probability), plus `pseudo_perplexity` on the first
+    pseudo_ppl_sequences windows. Returns mlm_loss (nats per masked token), mlm_accuracy, masked_tokens,
+    pseudo_perplexity, pseudo_ppl_tokens and pseudo_ppl_sequences. Raises FoundryError when the tokenizer
+    has no mask token, the split is too short for one window, or nothing was masked or scored.
+    """
+    collator = MaskedCollator.for_tokenizer(tokenizer, mlm_probability)
     was_training = adapter.model.training
     adapter.model.eval()
     try:

@@ -1,7 +1,11 @@
 """Causal-LM metrics over the whole validation split (capped), each target token scored exactly once.
 
-Perplexity depends on the tokenizer; bits per byte does not, so it compares models across tokenizers. The
-unigram baseline (token frequencies of the train split) says what a model that ignores context would score.
+Units: the loss is the mean cross-entropy in nats per predicted token; perplexity = exp(loss); bits per
+byte = loss × tokens / bytes / ln 2, with the bytes of UTF-8 text the split's tokens encode (so
+bytes_per_token = split bytes / split tokens). Perplexity depends on the tokenizer; bits per byte does not,
+so it compares models across tokenizers (the measure of Gao et al., "The Pile", 2020,
+https://arxiv.org/abs/2101.00027). The unigram baseline (token frequencies of the train split) says what a
+model that ignores context would score.
 """
 
 from __future__ import annotations
@@ -28,6 +32,19 @@ def causal_metrics(
     runtime: Runtime,
     bytes_per_token: float,
 ) -> dict[str, float]:
+    """Next-token loss of `adapter` on consecutive windows of the (N,) token stream `tokens`.
+
+    Windows of block_size + 1 tokens (inputs block_size, targets shifted by one), consecutive windows sharing
+    one token so that every target is predicted once, batch_size windows a batch, at most max_batches
+    batches (`data.tokens.sequential_windows`), under `runtime`'s device and autocast. The model is left in
+    eval mode. Returns:
+      val_loss:      mean cross-entropy, nats per predicted token (summed in fp32);
+      perplexity:    exp(val_loss) (inf when it overflows: `finite.safe_exp`);
+      bits_per_byte: val_loss / (ln 2 × bytes_per_token), bytes_per_token the UTF-8 bytes per token of the
+                     whole split (the scored windows are assumed to have the split's average);
+      tokens_scored: number of predicted tokens (an int).
+    Raises FoundryError when `tokens` is too short for one window.
+    """
     adapter.model.eval()
     total_nats, n_targets = 0.0, 0
     for windows in sequential_windows(tokens, batch_size, block_size + 1, max_batches):
@@ -48,7 +65,12 @@ def causal_metrics(
 def unigram_baseline(
     train: np.ndarray, val: np.ndarray, vocab_size: int, bytes_per_token: float
 ) -> dict[str, float]:
-    """Cross-entropy of the add-one-smoothed train token frequencies on the validation tokens."""
+    """Cross-entropy of the add-one-smoothed train token frequencies on all the validation tokens.
+
+    p(t) = (count of t in `train` + 1) / (len(train) + vocab_size) (Laplace smoothing, so no validation
+    token has probability 0). Returns val_loss (mean nats per validation token), perplexity (exp(val_loss))
+    and bits_per_byte (val_loss / (ln 2 × bytes_per_token)), as `causal_metrics` does for a model.
+    """
     counts = np.bincount(np.asarray(train, dtype=np.int64), minlength=vocab_size).astype(np.float64) + 1.0
     logp = np.log(counts / counts.sum())
     loss = float(-logp[np.asarray(val, dtype=np.int64)].mean())

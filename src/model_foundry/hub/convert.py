@@ -23,9 +23,17 @@ from typing import Any
 
 from model_foundry.errors import FoundryError
 from model_foundry.hub.download import LocalFile, evict
-from model_foundry.hub.validate import CONFIG, SAFE_INDEX, SAFE_SINGLE, FileSelection
+from model_foundry.hub.report import Reporter
+from model_foundry.hub.validate import FileSelection
 from model_foundry.io import atomic_dir, write_json
-from model_foundry.model_check import ST_DTYPES, WeightsInfo, check_safetensors
+from model_foundry.model_folder.checks import ST_DTYPES, WeightsInfo, check_safetensors
+from model_foundry.model_folder.layout import (
+    CONFIG_NAME,
+    METADATA_NAME,
+    SAFE_INDEX,
+    TOKENIZER_FILES,
+    WEIGHTS_NAME,
+)
 
 CHUNK = 8 << 20
 WINDOW = 64 << 20  # mmap window of _hash (a multiple of mmap.ALLOCATIONGRANULARITY)
@@ -33,6 +41,8 @@ WINDOW = 64 << 20  # mmap window of _hash (a multiple of mmap.ALLOCATIONGRANULAR
 
 @dataclass
 class Converted:
+    """What building a model folder found out about it (for metadata.json)."""
+
     files: list[str]
     sha256: dict[str, str]  # weight files of the canonical folder
     weights: WeightsInfo
@@ -42,6 +52,7 @@ class Converted:
 
 
 def git_blob_sha1(data: bytes) -> str:
+    """The git blob id (sha1 hex digest of `blob <size>\\0<data>`) the Hub gives for files not in LFS."""
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
@@ -138,7 +149,9 @@ def place(name: str, local: LocalFile, dst: Path, link: bool, bar: Any) -> tuple
 
 
 def hash_files(local: dict[str, LocalFile], progress: bool = True) -> dict[str, str]:
-    """sha256 of every fetched file, verified against what the Hub (or a record) says it must be."""
+    """{name: sha256 hex digest} of every fetched file, verified against what the Hub (or a record) says it
+    must be (a progress bar on stderr when `progress`). A mismatch evicts the file from the Hub cache and
+    raises FoundryError."""
     out = {}
     with _bar(sum(f.path.stat().st_size for f in local.values()), progress, "verify") as bar:
         for name, f in local.items():
@@ -182,30 +195,35 @@ def write_model_folder(
     selection: FileSelection,
     local: dict[str, LocalFile],
     architecture: str,
-    metadata: Callable[[Converted], dict[str, Any]],
+    provenance: Callable[[Converted], dict[str, Any]],
     *,
     link: bool,
     link_local: bool = False,
-    progress: bool = True,
-    warn: Callable[[str], None] = print,
+    reporter: Reporter,
     init_missing: bool = False,
     opt_in: str = "--init-missing",
     where: str | None = None,
-) -> Converted:
-    """Build `out` atomically: config, tokenizer, generation config, licence, README, weights, metadata.
+) -> dict[str, Any]:
+    """Build `out` atomically: config, tokenizer, generation config, licence, README, weights, metadata.json;
+    returns the metadata written.
 
-    The weights are checked against what the family's transformers class needs (`complete_weights`): a
-    checkpoint that lacks tensors raises FoundryError unless `init_missing` (`opt_in` names that option in
-    the hint); `where` names the source in messages.
+    metadata.json is `provenance(converted)` (see `model_folder.model_metadata`) written by
+    `model_folder.write_metadata` with the weights as found while copying them: {"parameters" (transformers'
+    count), "dtype", "sha256" per weight file}. The weights are checked against what the family's
+    transformers class needs (`complete_weights`): a checkpoint that lacks tensors raises FoundryError unless
+    `init_missing` (`opt_in` names that option in the hint); `where` names the source in messages. Damaged
+    or corrupt files raise FoundryError; on any error `out` is not created.
     """
+    from model_foundry.model_folder import write_metadata
+
     weights = selection.weights
     total = sum(local[w].path.stat().st_size for w in weights)
     result = Converted(files=[], sha256={}, weights=WeightsInfo())
     with atomic_dir(out) as tmp:
-        for name in [CONFIG, *selection.docs, *selection.tokenizer, *selection.generation]:
+        for name in [CONFIG_NAME, *selection.docs, *selection.tokenizer, *selection.generation]:
             shutil.copyfile(local[name].path, tmp / name)
             _verify_small(name, local[name], tmp / name)
-        with _bar(total, progress, f"convert {out.name}") as bar:
+        with _bar(total, reporter.progress, f"convert {out.name}") as bar:
             if selection.pickle:
                 _convert_pickle(selection, local, tmp, architecture, result, bar)
             else:
@@ -223,11 +241,11 @@ def write_model_folder(
                     if not linked:
                         inspect_safetensors(tmp / w, w)
         complete_weights(tmp, architecture, result, init_missing=init_missing, opt_in=opt_in,
-                         where=where or out.name, warn=warn)  # fmt: skip
-        _ensure_fast_tokenizer(tmp, warn)
-        result.files = sorted(p.name for p in tmp.iterdir()) + ["metadata.json"]
-        write_json(tmp / "metadata.json", metadata(result), atomic=False)
-    return result
+                         where=where or out.name, reporter=reporter)  # fmt: skip
+        _ensure_fast_tokenizer(tmp, reporter)
+        result.files = sorted(p.name for p in tmp.iterdir()) + [METADATA_NAME]
+        described = {"parameters": result.parameters, "dtype": result.weights.dtype, "sha256": result.sha256}
+        return write_metadata(tmp, provenance(result), described)
 
 
 def complete_weights(
@@ -238,7 +256,7 @@ def complete_weights(
     init_missing: bool,
     opt_in: str,
     where: str,
-    warn: Callable[[str], None],
+    reporter: Reporter,
 ) -> None:
     """Check the weights in `folder` against the family's transformers class; fill `result.parameters`.
 
@@ -246,16 +264,21 @@ def complete_weights(
     `init_missing`: then they are initialised once (seeded), saved into `folder` and recorded in
     `result.init_missing`, and the user is warned. Tensors of the wrong shape always raise. Tensors the class
     does not use (e.g. a pre-training head, the pooler of a masked LM) are dropped by transformers at load:
-    a warning names them.
+    a warning names them. Raises FoundryError for an architecture that is not a Hugging Face family.
     """
-    from model_foundry.adapters import get_spec, hf_weights
+    from model_foundry.adapters import get_spec
+    from model_foundry.adapters.hf import weights as hf_weights
+    from model_foundry.adapters.hf.families import model_class
 
-    config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
-    model_cls = get_spec(architecture).adapter_cls().model_class(config.get("model_type"), where)
+    config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+    family = get_spec(architecture).family
+    if family is None:
+        raise FoundryError(f"{architecture} is not a Hugging Face family.")
+    model_cls = model_class(family, config.get("model_type"), where)
     check = hf_weights.check_weights(folder, model_cls)
     hf_weights.require_shapes(check, where)
     if check.unexpected:
-        warn(
+        reporter.warn(
             f"{where}: {len(check.unexpected)} tensors of the checkpoint are not used by {check.model_class} "
             f"and are ignored when it loads: {hf_weights.listing(check.unexpected)}"
         )
@@ -286,7 +309,7 @@ def complete_weights(
         "model_class": check.model_class,
         "replaced": replaced,  # sha256 of the source's weight files, before the missing tensors were added
     }
-    warn(
+    reporter.warn(
         f"{where}: {len(check.missing)} tensors {check.model_class} needs were missing from the checkpoint "
         f"({hf_weights.listing(check.missing)}); as asked ({opt_in}) they were initialised once with seed "
         f"{hf_weights.INIT_SEED} and saved into the model folder"
@@ -295,20 +318,25 @@ def complete_weights(
     )
 
 
+FAST_TOKENIZER = TOKENIZER_FILES[0]  # tokenizer.json
 TOKENIZER_HINT = (
     "Import a revision whose tokenizer loads (a tokenizer.json, or slow files that tokenizer_config.json "
     "names the class of), or fix the tokenizer files of the source folder."
 )
 
 
-def _ensure_fast_tokenizer(folder: Path, warn: Callable[[str], None]) -> None:
+def _ensure_fast_tokenizer(folder: Path, reporter: Reporter) -> None:
     """Give the folder a tokenizer.json (the tokenize stage and every load read it) when the source has only
     slow tokenizer files, then load it as every later command will; FoundryError, with the reason, when that
     fails (an import that succeeded would otherwise fail at `generate` or `tokenize`)."""
-    slow = [n for n in ("tokenizer.model", "vocab.txt", "vocab.json") if (folder / n).is_file()]
-    if not slow and not (folder / "tokenizer.json").is_file():
-        warn("warning: the model has no tokenizer files; set tokenizer_override to use it in the pipeline")
+    from model_foundry.model_folder import has_tokenizer
+
+    if not has_tokenizer(folder):
+        reporter.warn(
+            "warning: the model has no tokenizer files; set tokenizer_override to use it in the pipeline"
+        )
         return
+    slow = [n for n in TOKENIZER_FILES if n != FAST_TOKENIZER and (folder / n).is_file()]
     try:
         _build_fast_tokenizer(folder, slow)
     except FoundryError as e:  # name the model, not the temp folder, and say what to do at import time
@@ -316,10 +344,11 @@ def _ensure_fast_tokenizer(folder: Path, warn: Callable[[str], None]) -> None:
 
 
 def _build_fast_tokenizer(folder: Path, slow: list[str]) -> None:
-    from model_foundry.adapters.base import check_tokenizer_files, load_tokenizer
+    from model_foundry.model_folder import check_tokenizer_files, load_tokenizer
 
     check_tokenizer_files(folder)
-    if not (folder / "tokenizer.json").is_file():
+    if not (folder / FAST_TOKENIZER).is_file():
+        tok: Any = None
         try:
             from transformers import AutoTokenizer
 
@@ -348,14 +377,16 @@ def _convert_pickle(
 ) -> None:
     from model_foundry.adapters import get_spec
 
-    family = get_spec(architecture).adapter_cls().family
-    config = json.loads((tmp / CONFIG).read_text())
+    family = get_spec(architecture).family
+    if family is None:
+        raise FoundryError(f"{architecture} is not a Hugging Face family.")
+    config = json.loads((tmp / CONFIG_NAME).read_text())
     tie = bool(config.get("tie_word_embeddings", True))
     weight_map: dict[str, str] = {}
     total_size = 0
     for src in selection.weights:
         dst = (
-            SAFE_SINGLE
+            WEIGHTS_NAME
             if not selection.index
             else src.replace("pytorch_model", "model").replace(".bin", ".safetensors")
         )
@@ -422,7 +453,7 @@ def _drop_aliases(
 ) -> dict[str, Any]:
     """Drop legacy buffers and tied copies (same storage as another tensor) that transformers re-ties."""
     out = {k: v for k, v in tensors.items() if not k.endswith(ignored)} if ignored else dict(tensors)
-    seen: dict[tuple, str] = {}
+    seen: dict[tuple[int, int, tuple[int, ...], tuple[int, ...]], str] = {}
     for name in sorted(out, key=lambda k: (k in tied_keys, k)):  # keep the untied name of a pair
         t = out[name]
         key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()))

@@ -16,12 +16,13 @@ import contextlib
 import glob
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 from model_foundry.errors import FoundryError
+from model_foundry.hub.report import Reporter
 from model_foundry.hub.sources import CACHE_SNAPSHOT, FolderSource, HubSource, endpoint
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -30,6 +31,8 @@ SHA1 = re.compile(r"^[0-9a-f]{40}$")
 
 @dataclass
 class RepoFile:
+    """One file of a source as listed (no content): name, size in bytes, and the hash it must have."""
+
     path: str
     size: int | None = None
     sha256: str | None = None  # LFS files (weights): the Hub's sha256; or recorded by the import stage
@@ -49,6 +52,8 @@ class LocalFile:
 
 @dataclass
 class Snapshot:
+    """One fixed set of files: a Hub repo at a resolved commit, or a local folder."""
+
     kind: str  # "hub" | "folder"
     where: str  # repo id or folder, for messages
     files: dict[str, RepoFile]
@@ -65,6 +70,7 @@ class Snapshot:
 
     @property
     def label(self) -> str:
+        """The source in messages: the folder, or `repo@<12 hex digits of the commit>`."""
         if self.kind == "folder":
             return str(self.folder)
         return f"{self.repo_id}@{self.commit[:12]}" if self.commit else str(self.repo_id)
@@ -128,12 +134,14 @@ def hub_errors(repo_id: str, revision: str | None) -> Iterator[None]:
 
 
 def token_available() -> bool:
+    """Whether huggingface_hub has a token (HF_TOKEN, or a saved login)."""
     from huggingface_hub import get_token
 
     return bool(get_token())
 
 
 def is_offline() -> bool:
+    """Whether HF_HUB_OFFLINE is set: no request goes to the Hub, only the Hub cache is read."""
     from huggingface_hub import is_offline_mode
 
     return bool(is_offline_mode())
@@ -141,11 +149,13 @@ def is_offline() -> bool:
 
 # --- opening a source -----------------------------------------------------------------------------------
 def open_hub(
-    source: HubSource, cache_dir: str | os.PathLike | None = None, warn: Callable[[str], None] = print
+    source: HubSource, cache_dir: str | os.PathLike[str] | None = None, reporter: Reporter | None = None
 ) -> Snapshot:
     """The repo at its resolved commit, with sizes and hashes of every file — no file is downloaded.
 
-    Offline (HF_HUB_OFFLINE) or with the Hub unreachable, the same comes from the Hub cache when it has it.
+    Offline (HF_HUB_OFFLINE) or with the Hub unreachable, the same comes from the Hub cache when it has it
+    (with a warning on `reporter` when the Hub was unreachable). Raises FoundryError when the repo, the
+    revision or access to it is refused (see `hub_errors`), or when neither the Hub nor the cache has it.
     """
     import httpx2
     from huggingface_hub import HfApi
@@ -164,7 +174,9 @@ def open_hub(
             cached = _from_cache(source, cache, f"the Hub is unreachable ({e})", required=False)
             if cached is None:
                 raise
-            warn(f"warning: {endpoint()} is unreachable; using {cached.label} from the local Hub cache")
+            (reporter or Reporter()).warn(
+                f"warning: {endpoint()} is unreachable; using {cached.label} from the local Hub cache"
+            )
             return cached
     files = {}
     for s in info.siblings or []:
@@ -189,8 +201,17 @@ def _storage(repo_id: str, cache_dir: str | None) -> Path:
     return Path(cache_dir or constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
 
 
+@overload
+def _from_cache(
+    source: HubSource, cache_dir: str | None, why: str, required: Literal[True] = True
+) -> Snapshot: ...
+@overload
+def _from_cache(source: HubSource, cache_dir: str | None, why: str, required: bool) -> Snapshot | None: ...
 def _from_cache(source: HubSource, cache_dir: str | None, why: str, required: bool = True) -> Snapshot | None:
-    """The cached snapshot of a repo: the commit from refs/, hashes from blob names (sha256 for LFS files)."""
+    """The cached snapshot of a repo: the commit from refs/, hashes from blob names (sha256 for LFS files).
+
+    Not in the cache: None, or FoundryError (saying `why` the Hub was not asked) when `required`.
+    """
     storage = _storage(source.repo_id, cache_dir)
     rev = source.revision or "main"
     commit = rev if SHA1.match(rev) else None
@@ -287,7 +308,10 @@ def open_folder(source: FolderSource) -> Snapshot:
 
 # --- fetching -------------------------------------------------------------------------------------------
 def fetch(snapshot: Snapshot, names: list[str], progress: bool = True) -> dict[str, LocalFile]:
-    """Local paths of `names`, downloading what the Hub cache lacks (nothing at all when it has them)."""
+    """{name: local file} for `names`, downloading what the Hub cache lacks (nothing at all when it has them;
+    progress bars on stderr when `progress`). Raises FoundryError when a file is missing (the folder changed,
+    the cache is incomplete offline), links outside the source, or cannot be downloaded (see `hub_errors`).
+    """
     if snapshot.kind == "folder":
         assert snapshot.folder is not None
         out = {}

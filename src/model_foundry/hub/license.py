@@ -6,19 +6,21 @@ entry. What was accepted and when is recorded in metadata.json.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from model_foundry.errors import FoundryError
+from model_foundry.hub.report import Reporter
 
 SHOWN_LINES = 25
 
 
 @dataclass
 class LicenseInfo:
+    """A model's licence as its repo declares it (model card front matter + licence file)."""
+
     id: str | None  # SPDX-like id from the model card ("apache-2.0", "llama3.2", "other")
     name: str | None = None  # card `license_name` (for "other")
     link: str | None = None  # card `license_link`
@@ -27,15 +29,18 @@ class LicenseInfo:
 
     @property
     def declared(self) -> bool:
+        """Whether the repo declares a licence at all (an id on its card or a licence file)."""
         return bool(self.id or self.file)
 
     @property
     def label(self) -> str:
+        """The licence as shown to the user: `id (name)`, the id, the name, or where to read it."""
         if self.id and self.name and self.name != self.id:
             return f"{self.id} ({self.name})"
         return self.id or self.name or (f"see {self.file}" if self.file else "none declared")
 
     def to_json(self) -> dict[str, Any]:
+        """Every field but the text (what source.json records)."""
         return {k: v for k, v in asdict(self).items() if k != "text"}
 
 
@@ -95,28 +100,34 @@ def acknowledge(
     *,
     accepted: bool,
     via: str,
-    interactive: bool,
-    confirm: Callable[[str], bool] | None,
-    echo: Callable[[str], None],
+    reporter: Reporter,
+    may_ask: bool = True,
     when: str | None = None,
 ) -> dict[str, Any] | None:
-    """The acknowledgment record for metadata.json, or a FoundryError when the licence is not accepted.
+    """The acknowledgment record for metadata.json: {license, license_file, accepted, accepted_at, via}.
 
-    `accepted`: already accepted (--accept-license / catalog `license_accepted`), described by `via`.
+    The licence is shown (`reporter.info`) even when already `accepted` (--accept-license / catalog
+    `license_accepted`, described by `via`); otherwise the user is asked (`reporter.confirm`, only when
+    `may_ask`). `when` (ISO 8601) defaults to now, in UTC. Returns None, with a warning, for a repo that
+    declares no licence. Raises FoundryError when the licence is refused, or not accepted and there is nobody
+    to ask.
     """
     if not info.declared:
-        echo(f"warning: {repo} declares no licence; check its terms before you use or share the model.")
+        reporter.warn(
+            f"warning: {repo} declares no licence; check its terms before you use or share the model."
+        )
         return None
-    echo(render(info, repo))
+    reporter.info(render(info, repo))
     if not accepted:
-        if not interactive or confirm is None:
+        answer = reporter.confirm(f"Do you accept the licence ({info.label}) of {repo}?") if may_ask else None
+        if answer is None:
             raise FoundryError(
                 f"The licence of {repo} ({info.label}) has not been accepted, and there is no terminal "
                 "to ask.",
                 "Read it, then pass --accept-license (CLI) or set `license_accepted: true` in the catalog "
                 "entry.",
             )
-        if not confirm(f"Do you accept the licence ({info.label}) of {repo}?"):
+        if not answer:
             raise FoundryError(f"Licence of {repo} not accepted: nothing was imported.")
         via = "interactive prompt"
     return {

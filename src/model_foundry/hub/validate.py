@@ -11,13 +11,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from model_foundry.adapters import HF_MODEL_TYPES
+from model_foundry.adapters.hf.families import BY_MODEL_TYPE, supported_families
 from model_foundry.errors import FoundryError
+from model_foundry.hub.report import Reporter
+from model_foundry.model_folder.layout import CONFIG_NAME, SAFE_INDEX, WEIGHTS_NAME
 from model_foundry.resources import fmt_bytes, parse_bytes
 
-CONFIG = "config.json"
-SAFE_INDEX = "model.safetensors.index.json"
-SAFE_SINGLE = "model.safetensors"
+# Hub-side names (files of the source repo); those the canonical folder keeps come from model_folder.layout.
 PICKLE_INDEX = "pytorch_model.bin.index.json"
 PICKLE_SINGLE = "pytorch_model.bin"
 GENERATION = ("generation_config.json",)
@@ -41,46 +41,33 @@ REFUSED_MODEL_TYPES = {
         "Qwen/Qwen1.5-0.5B or Qwen/Qwen2.5-0.5B.",
     ),
 }
-FAMILY_NOTES = {
-    "qwen2": "Qwen1.5/2/2.5, QwQ, Qwen2.5-Coder",
-    "qwen3": "Qwen3",
-    "llama": "Llama 2/3",
-    "mistral": "Mistral",
-    "gpt2": "GPT-2",
-    "bert": "BERT, masked LM",
-    "roberta": "RoBERTa, masked LM",
-}
-
-
-def supported_families() -> str:
-    return ", ".join(f"{t} ({FAMILY_NOTES.get(t, HF_MODEL_TYPES[t])})" for t in HF_MODEL_TYPES)
 
 
 def family_for(config: dict[str, Any] | None, where: str) -> str:
     """The registry architecture (e.g. `hf-qwen2`) for a config.json, or a FoundryError saying why not."""
     if config is None:
         raise FoundryError(
-            f"{where} has no {CONFIG}: it is not a model in Hugging Face Transformers format.",
+            f"{where} has no {CONFIG_NAME}: it is not a model in Hugging Face Transformers format.",
             "Point to a Transformers model (a repo or folder with config.json and *.safetensors weights).",
         )
     if not isinstance(config, dict):
-        raise FoundryError(f"{where}/{CONFIG} is not a JSON object.")
+        raise FoundryError(f"{where}/{CONFIG_NAME} is not a JSON object.")
     model_type = config.get("model_type")
     if model_type is not None and not isinstance(model_type, str):
         raise FoundryError(
-            f"{where}/{CONFIG}: model_type = {model_type!r} must be a string.",
+            f"{where}/{CONFIG_NAME}: model_type = {model_type!r} must be a string.",
             f"Supported families: {supported_families()}.",
         )
     if not model_type:
         raise FoundryError(
-            f"{where}/{CONFIG} has no model_type, so its architecture is unknown.",
+            f"{where}/{CONFIG_NAME} has no model_type, so its architecture is unknown.",
             f"Supported families: {supported_families()}.",
         )
     if model_type in REFUSED_MODEL_TYPES:
         message, hint = REFUSED_MODEL_TYPES[model_type]
         raise FoundryError(f"{where}: {message}", hint)
-    architecture = HF_MODEL_TYPES.get(model_type)
-    if architecture is None:
+    family = BY_MODEL_TYPE.get(model_type)
+    if family is None:
         code = (
             " It also needs the repository's own code (auto_map), which is never run."
             if config.get("auto_map")
@@ -90,7 +77,7 @@ def family_for(config: dict[str, Any] | None, where: str) -> str:
             f"{where}: model_type {model_type!r} is not a supported family.{code}",
             f"Supported families: {supported_families()}.",
         )
-    return architecture
+    return family.name
 
 
 def remote_code_note(config: dict[str, Any]) -> str | None:
@@ -117,10 +104,11 @@ class FileSelection:
     @property
     def metadata_files(self) -> list[str]:
         """Small files fetched before the weights (validation, licence)."""
-        return [CONFIG, *([self.index] if self.index else []), *self.docs]
+        return [CONFIG_NAME, *([self.index] if self.index else []), *self.docs]
 
     @property
     def all(self) -> list[str]:
+        """Every file the import fetches, small ones first."""
         return [*self.metadata_files, *self.tokenizer, *self.generation, *self.weights]
 
 
@@ -134,8 +122,8 @@ def select_files(
     generation = [n for n in GENERATION if n in top]
     if SAFE_INDEX in top:
         sel = FileSelection(_shards(read_json(SAFE_INDEX), SAFE_INDEX, top, where), SAFE_INDEX)
-    elif SAFE_SINGLE in top:
-        sel = FileSelection([SAFE_SINGLE])
+    elif WEIGHTS_NAME in top:
+        sel = FileSelection([WEIGHTS_NAME])
     elif PICKLE_INDEX in top or PICKLE_SINGLE in top:
         if not allow_pickle:
             found = PICKLE_INDEX if PICKLE_INDEX in top else PICKLE_SINGLE
@@ -153,7 +141,7 @@ def select_files(
     else:
         other = sorted(n for n in top if OTHER_WEIGHTS.search(n))
         raise FoundryError(
-            f"{where} has no Transformers weights ({SAFE_SINGLE}, sharded safetensors or {PICKLE_SINGLE})"
+            f"{where} has no Transformers weights ({WEIGHTS_NAME}, sharded safetensors or {PICKLE_SINGLE})"
             + (f"; found {', '.join(other)}." if other else "."),
             "Model Foundry imports PyTorch checkpoints in Hugging Face format (not GGUF, TF, Flax or ONNX).",
         )
@@ -187,6 +175,8 @@ STORED_BYTES = {"float32": 4, "float64": 8, "bfloat16": 2, "float16": 2, "int8":
 
 @dataclass
 class MemoryEstimate:
+    """RAM an imported model needs, in bytes, against what this machine has (None where unknown)."""
+
     weight_bytes: int  # on disk
     parameters: int
     inference_bytes: int  # weights in the load dtype + runtime
@@ -196,6 +186,7 @@ class MemoryEstimate:
     limit_bytes: int | None  # refuse above this unless --force
 
     def describe(self) -> str:
+        """One line for the user: parameters, weight size, RAM to run and to fine-tune, RAM available."""
         return (
             f"{self.parameters / 1e6:,.1f}M parameters, {fmt_bytes(self.weight_bytes)} of weights; "
             f"RAM needed ≈ {fmt_bytes(self.inference_bytes)} to run, ≈ {fmt_bytes(self.finetune_bytes)} to "
@@ -235,8 +226,9 @@ def estimate_memory(
     return MemoryEstimate(weight_bytes, parameters, inference, finetune, available, total, limit)
 
 
-def check_memory(est: MemoryEstimate, force: bool, warn: Callable[[str], None]) -> None:
-    """Warn when the model will not fit this machine; refuse above the hard limit unless `force`."""
+def check_memory(est: MemoryEstimate, force: bool, reporter: Reporter) -> None:
+    """Warn (`reporter.warn`) when the model may not fit this machine's free memory; above the hard limit
+    (`est.limit_bytes`: FOUNDRY_IMPORT_MAX_RAM, else the machine's RAM) raise FoundryError unless `force`."""
     if est.limit_bytes is not None and est.inference_bytes > est.limit_bytes:
         if not force:
             source = (
@@ -247,7 +239,9 @@ def check_memory(est: MemoryEstimate, force: bool, warn: Callable[[str], None]) 
                 f"{source} ({fmt_bytes(est.limit_bytes)}). {est.describe()}.",
                 "Pick a smaller model, or pass --force to import it anyway (e.g. for a bigger machine).",
             )
-        warn(f"importing anyway (--force): the model needs more RAM than {fmt_bytes(est.limit_bytes)}")
+        reporter.warn(
+            f"importing anyway (--force): the model needs more RAM than {fmt_bytes(est.limit_bytes)}"
+        )
     if est.available_bytes is not None and est.finetune_bytes > est.available_bytes:
         what = "run" if est.inference_bytes > est.available_bytes else "fine-tune"
-        warn(f"this machine may not have enough free memory to {what} it: {est.describe()}")
+        reporter.warn(f"this machine may not have enough free memory to {what} it: {est.describe()}")

@@ -8,16 +8,26 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from model_foundry.config import Params
 from model_foundry.errors import FoundryError
-from model_foundry.io import atomic_dir, read_json, write_json
-from model_foundry.metadata import model_metadata
+from model_foundry.io import read_json
+from model_foundry.model_folder import model_metadata, write_config_folder
 from model_foundry.stages.ingest import SOURCE_FILE
 
+if TYPE_CHECKING:
+    from model_foundry.hub.report import Reporter
 
-def run(params: Params, source: Path, out: Path) -> dict[str, Any]:
+
+def run(params: Params, source: Path, out: Path, reporter: Reporter | None = None) -> dict[str, Any]:
+    """The convert stage: write `out` (models/<model_name>/) from the import stage's `source` folder.
+
+    Returns the metadata.json written. A scratch model gets config.json + metadata.json (no weights yet); an
+    imported one is rebuilt from the Hub cache or its folder (see `_convert_pretrained`; messages to
+    `reporter`, default stderr). Raises FoundryError when `source` holds no record, or one for another
+    architecture or source than the entry's (the import stage must run again).
+    """
     entry = params.model
     record = read_json(Path(source) / SOURCE_FILE) if (Path(source) / SOURCE_FILE).is_file() else None
     if record is None:
@@ -28,23 +38,20 @@ def run(params: Params, source: Path, out: Path) -> dict[str, Any]:
             "Re-run the import stage (`dvc repro`).",
         )
     if not entry.is_scratch:
-        return _convert_pretrained(params, record, Path(out))
+        return _convert_pretrained(params, record, Path(out), reporter)
     meta = model_metadata(
         params.model_name, entry.architecture, "scratch", description=entry.description or None
     )
-    with atomic_dir(out) as tmp:
-        write_json(
-            tmp / "config.json",
-            {"architecture": entry.architecture, **dataclasses.asdict(entry.arch)},
-            atomic=False,
-        )
-        write_json(tmp / "metadata.json", meta, atomic=False)
-    return meta
+    config = {"architecture": entry.architecture, **dataclasses.asdict(entry.arch)}
+    return write_config_folder(Path(out), config, meta)
 
 
-def _convert_pretrained(params: Params, record: dict[str, Any], out: Path) -> dict[str, Any]:
+def _convert_pretrained(
+    params: Params, record: dict[str, Any], out: Path, reporter: Reporter | None
+) -> dict[str, Any]:
     """models/<model_name>/ from the Hub cache (or folder) at the commit and hashes the import stage wrote."""
     from model_foundry import hub
+    from model_foundry.adapters.hf.families import HFModelConfig
     from model_foundry.hub.download import fetch
 
     entry = params.model
@@ -53,10 +60,12 @@ def _convert_pretrained(params: Params, record: dict[str, Any], out: Path) -> di
             f"The import stage recorded source {record.get('source')!r}, not {entry.source!r}.",
             "Re-run the import stage (`dvc repro`).",
         )
+    assert isinstance(entry.arch, HFModelConfig)  # an imported family's entry (not scratch)
+    reporter = reporter or hub.Reporter()
     plan = hub.plan_from_record(record)
-    local = fetch(plan.snapshot, plan.selection.all, progress=True)
+    local = fetch(plan.snapshot, plan.selection.all, progress=reporter.progress)
     return hub.materialize(
         plan, local, out, params.model_name, record.get("license_acknowledgment"),
-        load_dtype=entry.arch.dtype, init_missing=entry.init_missing,
+        load_dtype=entry.arch.dtype, init_missing=entry.init_missing, reporter=reporter,
         opt_in=f"`init_missing: true` in models.{entry.name} of params.yaml",
     )  # fmt: skip

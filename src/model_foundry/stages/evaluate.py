@@ -7,32 +7,44 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from model_foundry import tracking
 from model_foundry.config import Params
-from model_foundry.io import read_json, write_json
+from model_foundry.io import write_json
+
+if TYPE_CHECKING:
+    from model_foundry.adapters.base import BaseAdapter
+    from model_foundry.data.tokens import TokenizedData
+    from model_foundry.training.device import Runtime
 
 
-def _causal(params: Params, adapter: Any, data: Any, runtime: Any) -> dict[str, Any]:
+def _bytes_per_token(data: TokenizedData) -> float:
+    """UTF-8 bytes of the validation documents per validation token (separators counted as tokens)."""
+    return float(data.meta["bytes"]["val"] / data.meta["tokens"]["val"])
+
+
+def _causal(params: Params, adapter: BaseAdapter, data: TokenizedData, runtime: Runtime) -> dict[str, Any]:
+    """`evaluation.metrics.causal_metrics` on the validation split, plus the unigram baseline."""
     from model_foundry.evaluation.metrics import causal_metrics, unigram_baseline
 
-    bpt = data.meta["bytes"]["val"] / data.meta["tokens"]["val"]
+    bpt = _bytes_per_token(data)
     ev = params.evaluate
-    metrics = causal_metrics(
+    metrics: dict[str, Any] = causal_metrics(
         adapter, data.tokens("val"), params.train.block_size, ev.batch_size, ev.max_batches, runtime, bpt
     )
     metrics["unigram"] = unigram_baseline(data.tokens("train"), data.tokens("val"), data.vocab_size, bpt)
     return metrics
 
 
-def _masked(params: Params, adapter: Any, data: Any, runtime: Any) -> dict[str, Any]:
-    from model_foundry.adapters.base import load_tokenizer
+def _masked(params: Params, adapter: BaseAdapter, data: TokenizedData, runtime: Runtime) -> dict[str, Any]:
+    """`evaluation.masked.masked_metrics` on the validation split, plus the unigram baseline."""
     from model_foundry.evaluation.masked import masked_metrics
     from model_foundry.evaluation.metrics import unigram_baseline
+    from model_foundry.model_folder import load_tokenizer
 
     ev = params.evaluate
-    metrics = masked_metrics(
+    metrics: dict[str, Any] = masked_metrics(
         adapter,
         data.tokens("val"),
         load_tokenizer(data.tokenizer_dir),
@@ -43,13 +55,13 @@ def _masked(params: Params, adapter: Any, data: Any, runtime: Any) -> dict[str, 
         ev.pseudo_ppl_sequences,
         runtime,
     )
-    bpt = data.meta["bytes"]["val"] / data.meta["tokens"]["val"]
+    bpt = _bytes_per_token(data)
     metrics["unigram"] = unigram_baseline(data.tokens("train"), data.tokens("val"), data.vocab_size, bpt)
     return metrics
 
 
 # objective → metric function
-EVALUATORS: dict[str, Callable[[Params, Any, Any, Any], dict[str, Any]]] = {
+EVALUATORS: dict[str, Callable[[Params, BaseAdapter, TokenizedData, Runtime], dict[str, Any]]] = {
     "causal_lm": _causal,
     "masked_lm": _masked,
 }
@@ -58,14 +70,27 @@ EVALUATORS: dict[str, Callable[[Params, Any, Any, Any], dict[str, Any]]] = {
 def run(
     params: Params, model_dir: Path, data_dir: Path, metrics_out: Path, verify: bool = True
 ) -> dict[str, Any]:
-    """Evaluate the model folder on the validation split; write `metrics_out` and log to MLflow.
+    """Evaluate the model folder `model_dir` on the validation split of `data_dir` (the tokenize stage's
+    output); write `metrics_out` (JSON) and log the same numbers to MLflow. Returns the metrics.
 
-    The metrics go to every MLflow training run that produced these exact weights (found by their sha256),
-    or to a new run when none did. Raises FoundryError when the weights or a metric are NaN/Infinity.
+    By `train.objective`:
+      causal_lm: val_loss (mean nats per predicted token), perplexity (exp(val_loss)), bits_per_byte,
+                 tokens_scored (`evaluation.metrics.causal_metrics`);
+      masked_lm: mlm_loss (nats per masked token), mlm_accuracy, masked_tokens, pseudo_perplexity,
+                 pseudo_ppl_tokens, pseudo_ppl_sequences (`evaluation.masked.masked_metrics`);
+    both with "unigram": the same loss, perplexity and bits per byte of a context-free model
+    (`evaluation.metrics.unigram_baseline`). At most evaluate.max_batches batches of evaluate.batch_size
+    windows of train.block_size tokens are scored.
+
+    The metrics go to every MLflow training run that produced these exact weights (found by their sha256,
+    `model_folder.weights_tag`), or to a new run when none did. `verify` checks the weights against the
+    sha256 in metadata.json first. Raises FoundryError for a damaged or weightless model folder
+    (`model_folder.load_adapter`), a validation split too short for one window, or weights or a metric that
+    are NaN/Infinity (nothing is written then).
     """
-    from model_foundry.adapters.base import METADATA_NAME, load_adapter
     from model_foundry.data.tokens import TokenizedData
     from model_foundry.evaluation.finite import require_finite_metrics, require_finite_weights
+    from model_foundry.model_folder import load_adapter, read_model_info, weights_tag
     from model_foundry.training.device import Runtime
 
     cfg = params.train
@@ -77,9 +102,9 @@ def run(
     require_finite_metrics(metrics, model_dir)
     write_json(metrics_out, metrics)
 
-    meta = read_json(Path(model_dir) / METADATA_NAME)
+    _, meta = read_model_info(model_dir)
     flat = tracking.evaluation_metrics(metrics)
-    weights_sha = tracking.weights_tag(meta)
+    weights_sha = weights_tag(meta)
     run_ids = tracking.find_runs_by_weights(weights_sha) if weights_sha else []
     if run_ids:
         tracking.log_evaluation(run_ids, flat)

@@ -36,11 +36,11 @@ def folder_fingerprint(folder: Path, cache: HashCache) -> dict[str, Any]:
     The hash is sha256 over "relative/path\\0<file sha256>\\n" lines in sorted path order, so a renamed,
     added, removed or edited file changes it.
     """
-    files = []
+    found: list[Path] = []
     for root, dirs, names in os.walk(folder, followlinks=True):
         dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
-        files.extend(Path(root) / n for n in names)
-    files = sorted((f for f in files if f.is_file()), key=lambda f: f.relative_to(folder).as_posix())
+        found.extend(Path(root) / n for n in names)
+    files = sorted((f for f in found if f.is_file()), key=lambda f: f.relative_to(folder).as_posix())
     h = hashlib.sha256()
     size = 0
     for f in files:
@@ -114,9 +114,13 @@ def tokenizer_inputs(params: Params, cache: HashCache) -> dict[str, Any]:
 def run(
     params: Params, data_out: Path, model_out: Path, tokenizer_out: Path, cache_file: Path | None = HASH_CACHE
 ) -> dict[str, Any]:
-    """Write the three fingerprint files (each atomically, with sorted keys: same inputs, same bytes).
+    """The inputs stage: write the three fingerprint files (each atomically, with sorted keys: same inputs,
+    same bytes).
 
-    Raises FoundryError when a named input is missing. `cache_file=None` hashes without a cache.
+    data_out: every `data.source` (`data_inputs`); model_out: the model source, a local folder's content or
+    a Hub id + revision (`model_inputs`); tokenizer_out: the `tokenizer_override` folder (`tokenizer_inputs`).
+    Hashes are sha256 hex digests, sizes in bytes. Returns {"data", "model", "tokenizer"}: what the files
+    hold. Raises FoundryError when a named input is missing. `cache_file=None` hashes without a cache.
     """
     cache = HashCache(cache_file)
     result = {

@@ -4,7 +4,7 @@ and the train/val token ids as flat memmap arrays."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from model_foundry.config import Params
 from model_foundry.data.corpus import read_split
@@ -14,21 +14,35 @@ from model_foundry.data.tokens import META_NAME, TOKENIZER_DIR, dtype_for, encod
 from model_foundry.errors import FoundryError
 from model_foundry.io import atomic_dir, read_json, write_json
 
+if TYPE_CHECKING:
+    from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-def load_or_train_tokenizer(params: Params, model_dir: Path, train_docs: list[str]) -> tuple[Any, str]:
-    """(tokenizer, kind): an override or the model's own tokenizer wins over training a new one."""
-    from model_foundry.adapters.base import load_tokenizer
+
+def load_or_train_tokenizer(
+    params: Params, model_dir: Path, train_docs: list[str]
+) -> tuple[PreTrainedTokenizerBase, str]:
+    """(tokenizer, kind): an override or the model's own tokenizer wins over training a new one.
+
+    kind is "override:<folder>", "native" (the model folder's tokenizer.json) or the trained type
+    (tokenizer.type: bpe, wordpiece, unigram, char), trained on `train_docs` with tokenizer.vocab_size.
+    Raises FoundryError when the override holds no tokenizer.json, or an imported model has none (a new
+    tokenizer would not match its embeddings).
+    """
+    from model_foundry.model_folder import load_tokenizer
 
     override = params.model.tokenizer_override
+    folder, kind = None, ""
     if override:
         if not (Path(override) / "tokenizer.json").is_file():
             raise FoundryError(
                 f"tokenizer_override {override!r} holds no tokenizer.json.",
                 "Point it at a folder with a saved fast tokenizer (e.g. another model's folder).",
             )
-        return load_tokenizer(override), f"override:{override}"
-    if (Path(model_dir) / "tokenizer.json").is_file():
-        return load_tokenizer(model_dir), "native"
+        folder, kind = Path(override), f"override:{override}"
+    elif (Path(model_dir) / "tokenizer.json").is_file():
+        folder, kind = Path(model_dir), "native"
+    if folder is not None:
+        return load_tokenizer(folder), kind
     if not params.model.is_scratch:  # a new tokenizer would not match the imported embeddings
         raise FoundryError(
             f"The imported model in {model_dir} has no tokenizer.json.",
@@ -40,6 +54,18 @@ def load_or_train_tokenizer(params: Params, model_dir: Path, train_docs: list[st
 
 
 def run(params: Params, corpus: Path, model_dir: Path, out: Path) -> dict[str, Any]:
+    """The tokenize stage: the tokenizer and the train/val token ids of `corpus` (the import stage's output),
+    written atomically to `out`.
+
+    `out` holds tokenizer/ (saved with `save_pretrained`), train.bin and val.bin (the documents packed as
+    `doc0 SEP doc1 SEP …`, SEP the eos token for causal_lm or the sep token for masked_lm; flat arrays of
+    uint16 or uint32, whichever holds the vocabulary: `data.tokens.dtype_for`) and meta.json. Returns
+    meta.json: tokenizer kind, objective, vocab_size (len(tokenizer), added tokens included), dtype,
+    separator_id, tokens per split (separators included), UTF-8 bytes per split (the documents' text,
+    without separators: evaluation's bits per byte divides by it), what encoding did to the text per split
+    and the corpus's normalisation. Raises FoundryError when `corpus` holds no imported corpus, the tokenizer
+    does not fit the objective (`check_tokenizer_fits`) or has no separator token.
+    """
     corpus = Path(corpus)
     if not (corpus / "train.jsonl").is_file():
         raise FoundryError(f"{corpus} holds no imported corpus (train.jsonl).", "Run the import stage first.")
@@ -48,8 +74,8 @@ def run(params: Params, corpus: Path, model_dir: Path, out: Path) -> dict[str, A
     check_tokenizer_fits(tokenizer, params.train.objective)
     sep_token = tokenizer.eos_token if params.train.objective == "causal_lm" else tokenizer.sep_token
     sep_token = sep_token or SPECIAL_TOKENS[params.train.objective].separator
-    separator_id = tokenizer.convert_tokens_to_ids(sep_token)
-    if separator_id is None or separator_id == tokenizer.unk_token_id:
+    separator_id = tokenizer.convert_tokens_to_ids(sep_token)  # unk_token_id (None without one) if unknown
+    if not isinstance(separator_id, int) or separator_id == tokenizer.unk_token_id:
         raise FoundryError(
             f"The tokenizer has no document separator token ({sep_token!r}).",
             "Use a tokenizer with an eos (causal_lm) or sep (masked_lm) token.",

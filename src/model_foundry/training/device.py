@@ -49,7 +49,7 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
+def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager[None]:
     """Mixed precision for the forward pass; weights, optimizer state and the loss stay fp32."""
     if dtype == torch.float32:
         return contextlib.nullcontext()
@@ -105,7 +105,7 @@ class Runtime:
             keep_freed_memory()
         return cls(dev, resolve_precision(precision, dev))
 
-    def autocast(self) -> contextlib.AbstractContextManager:
+    def autocast(self) -> contextlib.AbstractContextManager[None]:
         return autocast(self.device, self.dtype)
 
     def describe(self) -> str:

@@ -1,22 +1,26 @@
-"""The training loop every architecture shares.
+"""The training loop every architecture shares: optimizer steps over a `TrainState`, with hooks.
+
+`train(state, ...)` advances a `training.state.TrainState` (model, optimizer, generators, histories) and tells
+its hooks (`training.hooks`: metrics logging, progress bar, checkpoints) what happened. The optimizer, the
+model's device and any wrapping (LoRA, DDP) are set up before, by `TrainState.create`; resuming is
+`TrainState.load_state_dict` before `train`. The loop itself has no I/O.
 
 Fast by avoiding per-step overhead (benchmarks/bench_trainer.py measures it against transformers.Trainer):
 no `.item()` host sync except on logging steps, batches gathered from the memmap with one fancy index,
 a fused AdamW (one kernel for all parameters, CPU included), a foreach gradient clip, gradients freed with
 set_to_none, and on CUDA pinned host batches copied asynchronously. Deterministic for a fixed seed and
-thread count: the batch order, masking and dropout all come from seeded generators.
+thread count: the batch order, masking and dropout all come from seeded generators, saved in the state.
 
 Divergence stops training with a FoundryError, never a saved NaN model: each step's loss (and gradient norm
-when clipping) goes into a small device buffer, read back with the one host sync of each logging step; a
-NaN/Infinity there names the first bad step. Checking costs one tiny device copy per step.
+when clipping) goes into a small device buffer (`TrainState.window`), read back with the one host sync of
+each logging step; a NaN/Infinity there names the first bad step. Checking costs a tiny device copy per step.
 """
 
 from __future__ import annotations
 
 import math
-import sys
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,13 +32,16 @@ from model_foundry.config import TrainConfig
 from model_foundry.data.tokens import random_windows
 from model_foundry.errors import FoundryError
 from model_foundry.training.device import Runtime
-from model_foundry.training.optim import clip_grad_norm, lr_at, make_optimizer
-
-LogFn = Callable[[dict[str, float], int], None]
+from model_foundry.training.hooks import TrainHook
+from model_foundry.training.optim import clip_grad_norm, lr_at
+from model_foundry.training.state import TrainState
 
 
 @dataclass
 class TrainResult:
+    """What one `train` call did. The histories are the state's (the whole run, earlier calls included);
+    `tokens`, `seconds` and `step_seconds` count this call only (so `tokens_per_second` is this call's)."""
+
     train_history: list[tuple[int, float]] = field(default_factory=list)  # (step, mean loss since last log)
     val_history: list[tuple[int, float]] = field(default_factory=list)  # (step, val loss)
     tokens: int = 0
@@ -63,12 +70,14 @@ def estimate_loss(
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     was_training = adapter.model.training
     adapter.model.eval()
-    losses = []
+    losses: list[torch.Tensor] = []
     for _ in range(cfg.eval_batches):
         windows = random_windows(tokens, cfg.batch_size, cfg.block_size + collator.extra_tokens, gen)
         x, y = collator(windows, gen)
         with runtime.autocast():
-            losses.append(adapter(to_device(x, runtime.device), to_device(y, runtime.device)).loss)
+            loss = adapter(to_device(x, runtime.device), to_device(y, runtime.device)).loss
+        assert loss is not None  # labels were given
+        losses.append(loss)
     adapter.model.train(was_training)
     return torch.stack(losses).mean().item()
 
@@ -99,88 +108,91 @@ def raise_diverged(step: int, what: str, cfg: TrainConfig) -> None:
 
 
 def train(
-    adapter: BaseAdapter,
+    state: TrainState,
     train_tokens: np.ndarray,
     val_tokens: np.ndarray,
     cfg: TrainConfig,
     collator: Any,
     runtime: Runtime,
-    log: LogFn | None = None,
-    progress: bool = True,
+    hooks: Sequence[TrainHook] = (),
+    until: int | None = None,
 ) -> TrainResult:
-    """Train `adapter.model` in place for `cfg.steps` optimizer steps.
+    """Advance `state` (model, optimizer, generators, histories) from `state.step` to `until` optimizer steps
+    (default `cfg.steps`, the end of the schedule), calling `hooks` (see hooks.py) on the way.
 
-    Raises FoundryError when a loss, gradient norm or validation loss is NaN/Infinity (checked on logging
-    steps, so at most `cfg.log_interval` steps after it happened, and always before the last step returns).
+    The learning-rate schedule always spans `cfg.steps`: stopping at `until` < cfg.steps and continuing from
+    the saved state later trains exactly as one uninterrupted run. Raises FoundryError when a loss, gradient
+    norm or validation loss is NaN/Infinity (checked on logging steps, so at most `cfg.log_interval` steps
+    after it happened, and always before the last step returns).
     """
-    from tqdm.auto import tqdm
-
-    model = adapter.model.to(runtime.device)
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
+    adapter = state.adapter
+    model = adapter.model
+    params: list[torch.Tensor] = [p for p in model.parameters() if p.requires_grad]
     # torch.compile wraps the adapter's forward (model + loss) for the training steps only: evaluation and
     # anything that uses the model afterwards run it eagerly, so neither recompiles nor keeps the wrapper.
     forward = torch.compile(adapter.forward) if cfg.compile else adapter.forward
-    opt = make_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), runtime.device)
-    batch_gen = torch.Generator().manual_seed(cfg.seed)
-    window = cfg.block_size + collator.extra_tokens
+    opt, gen, window = state.optimizer, state.rng, state.window
+    length = cfg.block_size + collator.extra_tokens
     tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum
     device = runtime.device
-    result = TrainResult()
-    # Each step's loss (and gradient norm when clipping) since the last log, kept on the device.
-    losses = torch.zeros(cfg.log_interval, device=device)
-    norms = torch.zeros(cfg.log_interval, device=device) if cfg.grad_clip > 0 else None
-    since_log, t_log = 0, time.perf_counter()
-    t_start = t_log
-    bar = tqdm(
-        total=cfg.steps, desc="train", unit="step", file=sys.stderr, disable=not progress, dynamic_ncols=True,
-        mininterval=0.2 if sys.stderr.isatty() else 15.0,  # a log file gets a line every 15 s, not a flood
-    )  # fmt: skip
-    for step in range(cfg.steps):
+    end = cfg.steps if until is None else min(until, cfg.steps)
+    result = TrainResult(state.train_history, state.val_history)
+    # Each step's loss (and gradient norm when clipping) since the last log stays on the device (`window`).
+    losses, norms = window.losses, window.norms
+    t_log = time.perf_counter()
+    t_start, timed = t_log, 0  # steps of this call since the last log (a resumed window began earlier)
+    for hook in hooks:
+        hook.on_train_start(state, cfg)
+    for step in range(state.step, end):
         t_step = time.perf_counter()
         lr = lr_at(step, lr=cfg.lr, warmup=cfg.warmup_steps, total=cfg.steps, min_ratio=cfg.min_lr_ratio)
         for group in opt.param_groups:
             group["lr"] = lr
         for _ in range(cfg.grad_accum):
-            x, y = collator(random_windows(train_tokens, cfg.batch_size, window, batch_gen), batch_gen)
+            x, y = collator(random_windows(train_tokens, cfg.batch_size, length, gen), gen)
             with runtime.autocast():
                 loss = forward(to_device(x, device), to_device(y, device)).loss
+            assert loss is not None  # labels were given
             if cfg.grad_accum > 1:
                 loss = loss / cfg.grad_accum
             loss.backward()
-            losses[since_log] += loss.detach()
+            losses[window.count] += loss.detach()
         if norms is not None:
-            norms[since_log] = clip_grad_norm(params, cfg.grad_clip)
+            norms[window.count] = clip_grad_norm(params, cfg.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
         result.step_seconds.append(time.perf_counter() - t_step)
-        since_log += 1
+        window.count += 1
+        timed += 1
+        state.step = step + 1
+        state.tokens += tokens_per_step
         result.tokens += tokens_per_step
         last = step == cfg.steps - 1
         if (step + 1) % cfg.log_interval == 0 or last:
             now = time.perf_counter()
+            since_log = window.count
             synced = (losses if norms is None else torch.cat([losses, norms])).tolist()  # the one host sync
             step_losses = synced[:since_log]
-            step_norms = None if norms is None else synced[cfg.log_interval : cfg.log_interval + since_log]
+            step_norms = None if norms is None else synced[len(losses) : len(losses) + since_log]
             check_finite(step_losses, step_norms, step + 2 - since_log, cfg)
             mean_loss = sum(step_losses) / since_log
-            tps = since_log * tokens_per_step / (now - t_log)
-            result.train_history.append((step + 1, mean_loss))
-            bar.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{tps:,.0f}", lr=f"{lr:.2e}", refresh=False)
-            if log:
-                log({"train_loss": mean_loss, "lr": lr, "tokens_per_s": tps}, step + 1)
-            losses.zero_()
-            since_log, t_log = 0, now
+            tps = timed * tokens_per_step / (now - t_log)
+            state.train_history.append((step + 1, mean_loss))
+            for hook in hooks:
+                hook.on_log(step + 1, {"train_loss": mean_loss, "lr": lr, "tokens_per_s": tps})
+            window.reset()
+            t_log, timed = now, 0
         if (step + 1) % cfg.eval_interval == 0 or last:
             val = estimate_loss(adapter, val_tokens, cfg, collator, runtime)
             if not math.isfinite(val):
                 raise_diverged(step + 1, f"validation loss is {val}", cfg)
-            result.val_history.append((step + 1, val))
-            bar.write(f"step {step + 1}: val_loss {val:.4f}")
-            if log:
-                log({"val_loss": val}, step + 1)
+            state.val_history.append((step + 1, val))
+            for hook in hooks:
+                hook.on_eval(step + 1, val)
             t_log = time.perf_counter()  # evaluation time does not count against tokens/s
-        bar.update(1)
-    bar.close()
+        for hook in hooks:
+            hook.on_step_end(step + 1, state)
+    for hook in hooks:
+        hook.on_train_end(state)
     result.seconds = time.perf_counter() - t_start
     return result

@@ -1,0 +1,162 @@
+"""Imported Hugging Face models behind the BaseAdapter contract: loading and saving, for both objectives.
+
+What differs between families is data, a row of `families.py` carried by the spec the adapter is given
+(`adapter.family`): which transformers class loads the folder, the positions it reserves; its stop tokens
+and fallback chat template are read by `model_foundry.generation`. The model is loaded with
+that concrete class, never through `auto_map`, so repository code is never run (no `trust_remote_code`).
+The loss is computed from the logits with `base.lm_loss` on already-aligned labels, like every other adapter
+(HF's `labels=` shifts again). `causal.py` and `masked.py` add the objective.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
+
+import torch
+
+from model_foundry.adapters.base import BaseAdapter
+from model_foundry.adapters.hf.families import HFFamily, model_class
+from model_foundry.adapters.spec import ArchitectureSpec
+from model_foundry.errors import FoundryError
+from model_foundry.io import atomic_dir
+from model_foundry.model_folder import (
+    METADATA_NAME,
+    describe_weights,
+    inherit,
+    load_tokenizer,
+    read_model_info,
+    write_metadata,
+)
+from model_foundry.model_folder.checks import restore_hint
+
+if TYPE_CHECKING:
+    from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def require_complete(path: Path, model_cls: Any) -> None:
+    """FoundryError unless the folder's weights hold every tensor `model_cls` needs, in the right shape."""
+    from model_foundry.adapters.hf.weights import check_weights, missing_error, require_shapes
+
+    check = check_weights(path, model_cls)
+    require_shapes(
+        check,
+        str(path),
+        "config.json and the weights are from different models: " + restore_hint(path / "config.json"),
+    )
+    if check.missing:
+        raise missing_error(
+            check,
+            str(path),
+            "The weight files changed after the import (metadata.json records their sha256), or the folder "
+            "was not written by Model Foundry: re-import the model with `foundry import-model` (with "
+            "--init-missing to initialise the missing tensors once, seeded, and save them).",
+        )
+
+
+class HFAdapter(BaseAdapter):
+    """Shared by causal and masked families: load with the family's concrete class, save as HF does.
+
+    source_metadata, source_dir: the metadata.json and folder the model was loaded from (a saved copy
+    inherits their licence and origin); {} and None for a model not loaded from a folder.
+    """
+
+    # transformers' PreTrainedModel and PretrainedConfig: Any to mypy here (transformers is not followed).
+    model: Any
+    config: Any
+
+    def __init__(
+        self,
+        model: Any,
+        config: Any,
+        spec: ArchitectureSpec,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        *,
+        source_metadata: dict[str, Any] | None = None,
+        source_dir: Path | None = None,
+    ) -> None:
+        super().__init__(model, config, spec, tokenizer)
+        self.source_metadata = source_metadata or {}
+        self.source_dir = source_dir
+
+    @property
+    def family(self) -> HFFamily:
+        """The row of `families.py` this model's registry entry was derived from."""
+        return family_of(self.spec)
+
+    @classmethod
+    def load_checkpoint(
+        cls, path: str | Path, spec: ArchitectureSpec, device: str | torch.device = "cpu"
+    ) -> Self:
+        """Load the folder with the family's class; FoundryError if its weights lack a tensor the class needs.
+
+        Without that check transformers would fill the gap with random values, different at every load.
+        """
+        path = Path(path)
+        config, meta = read_model_info(path)
+        from model_foundry.adapters.hf.weights import config_error
+
+        model_cls = model_class(family_of(spec), config.get("model_type"), str(path))
+        require_complete(path, model_cls)
+        dtype_name = (meta.get("load") or {}).get("dtype", "float32")
+        if dtype_name != "auto" and dtype_name not in TORCH_DTYPES:
+            raise FoundryError(
+                f"{path / METADATA_NAME}: load.dtype = {dtype_name!r} must be one of auto, "
+                f"{', '.join(TORCH_DTYPES)}.",
+                restore_hint(path / METADATA_NAME),
+            )
+        dtype = "auto" if dtype_name == "auto" else TORCH_DTYPES[dtype_name]
+        try:
+            model, info = model_cls.from_pretrained(
+                str(path), dtype=dtype, local_files_only=True, output_loading_info=True
+            )
+        except Exception as e:  # noqa: BLE001 — transformers/huggingface_hub raise many types for a bad config
+            raise config_error(path, model_cls, e) from None
+        if info["missing_keys"]:  # the header check above already refuses this; never load random weights
+            raise FoundryError(f"{path}: weights missing at load: {sorted(info['missing_keys'])[:8]}.")
+        model.to(device)
+        return cls(
+            model,
+            model.config,
+            spec,
+            load_tokenizer(path, required=False),
+            source_metadata=meta,
+            source_dir=path,
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        """What config.json records (transformers' `to_dict`), without `_name_or_path`: where the model was
+        loaded from is no part of the model (the same model loaded from two folders has one config)."""
+        config = self.config.to_dict()
+        config.pop("_name_or_path", None)
+        return config
+
+    @property
+    def max_context(self) -> int | None:
+        """Longest input in tokens: config.json's positions less those the family reserves (RoBERTa: 2)."""
+        n = getattr(self.config, "max_position_embeddings", None) or getattr(self.config, "n_positions", None)
+        return None if n is None else n - self.family.context_offset
+
+    def save_checkpoint(self, path: str | Path, metadata: dict[str, Any]) -> dict[str, Any]:
+        """Hugging Face layout (safetensors) + tokenizer + licence + metadata.json, written atomically.
+
+        A trained or fine-tuned copy inherits the licence and origin of the folder it was loaded from.
+        Returns the metadata.json written.
+        """
+        with atomic_dir(path) as tmp:
+            self.model.save_pretrained(str(tmp))
+            if self.tokenizer is not None:
+                self.tokenizer.save_pretrained(str(tmp))
+            meta = inherit(self.source_metadata, self.source_dir, metadata, tmp)
+            return write_metadata(
+                tmp, {**meta, "architecture": self.spec.name}, describe_weights(tmp, self.model)
+            )
+
+
+def family_of(spec: ArchitectureSpec) -> HFFamily:
+    """The family row of a Hub entry's spec (every `hf-*` registry entry has one)."""
+    if spec.family is None:
+        raise FoundryError(f"{spec.name} is not a Hugging Face family.")
+    return spec.family

@@ -1,0 +1,192 @@
+"""Everything a training run changes, in one object that can be saved and restored exactly.
+
+`TrainState` holds the model (its adapter), the optimizer, the step count, the random generator that draws the
+batch order and the masking, torch's own generators (dropout), the loss histories, the tokens seen, and the
+per-step losses not yet logged. `training.loop.train` advances it; its hooks see it. `state_dict()` /
+`load_state_dict()` turn it into tensors and plain values only (dicts, lists, str, int, float, bool, None), so
+it saves with `torch.save` and loads with `torch.load(weights_only=True)` (or splits into safetensors + JSON):
+no pickled objects. Training k steps, saving, loading into a fresh state (fresh model and optimizer, built
+the same way) and training on gives bit-identical losses and weights to an uninterrupted run
+(tests/training/test_state.py).
+
+The shape follows torchtitan's checkpointing (`torchtitan/components/checkpointer/`: model, optimizer and a
+`train_state` of step and tokens seen, each a `state_dict()`/`load_state_dict()` pair) and nanochat's
+`checkpoint_manager.py` (model, optimizer and plain metadata saved side by side).
+
+One generator serves both the batch order and the masking, as before this object existed: splitting it would
+change every masked-LM model trained from a given seed (causal models do not draw from it while collating).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from model_foundry.errors import FoundryError
+from model_foundry.training.optim import make_optimizer
+
+if TYPE_CHECKING:
+    from model_foundry.adapters.base import BaseAdapter
+    from model_foundry.config import TrainConfig
+    from model_foundry.training.device import Runtime
+
+# state_dict()'s layout; bumped when a key changes meaning (issue 10's checkpoints record it).
+STATE_FORMAT = 1
+
+
+@dataclass
+class LossWindow:
+    """Each step's loss (and gradient norm when clipping) since the last log, kept on the training device.
+
+    `losses`, `norms`: (capacity,) float32 buffers, capacity = train.log_interval; `count` steps filled. The
+    loop reads them back with the one host sync of a logging step (and checks them for NaN/Infinity then).
+    """
+
+    losses: torch.Tensor
+    norms: torch.Tensor | None
+    count: int = 0
+
+    @classmethod
+    def create(cls, capacity: int, clipping: bool, device: torch.device) -> LossWindow:
+        norms = torch.zeros(capacity, device=device) if clipping else None
+        return cls(torch.zeros(capacity, device=device), norms)
+
+    def reset(self) -> None:
+        self.losses.zero_()
+        self.count = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """The filled part, on the CPU: {"losses": (count,) tensor, "norms": (count,) tensor or None}."""
+        n = self.count
+        return {
+            "losses": self.losses[:n].detach().cpu().clone(),
+            "norms": None if self.norms is None else self.norms[:n].detach().cpu().clone(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Put saved un-logged steps back; FoundryError when they do not fit this run's log_interval."""
+        losses, norms = state["losses"], state["norms"]
+        n = len(losses)
+        if n >= len(self.losses) or (n and (norms is None) != (self.norms is None)):
+            raise FoundryError(
+                f"The saved training state has {n} un-logged step(s) "
+                f"{'with' if norms is not None else 'without'} gradient norms; this run logs every "
+                f"{len(self.losses)} step(s) {'with' if self.norms is not None else 'without'} clipping.",
+                "Resume with the train.log_interval and train.grad_clip the state was saved with.",
+            )
+        self.reset()
+        self.losses[:n] = losses.to(self.losses.device)
+        if self.norms is not None and norms is not None:
+            self.norms.zero_()
+            self.norms[:n] = norms.to(self.norms.device)
+        self.count = n
+
+
+def _device_rng_state(device: torch.device) -> torch.Tensor | None:
+    """The accelerator's default generator state (dropout on the device), None on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.get_rng_state(device)
+    if device.type == "mps":
+        return torch.mps.get_rng_state()
+    return None
+
+
+def _set_device_rng_state(device: torch.device, state: torch.Tensor | None) -> None:
+    if state is None:
+        return
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state.cpu(), device)
+    elif device.type == "mps":
+        torch.mps.set_rng_state(state.cpu())
+
+
+@dataclass
+class TrainState:
+    """What a training run changes, step by step (see the module docstring).
+
+    `adapter`: the model being trained (its `model` may be wrapped, e.g. by LoRA or DDP, before `create`).
+    `optimizer`: over the trainable parameters. `rng`: draws the batch windows and the masking.
+    `step`: optimizer steps taken (the next step's 0-based index). `tokens`: training tokens seen.
+    `train_history`: (step, mean loss since the previous log); `val_history`: (step, validation loss).
+    `window`: losses of the steps since the last log, on the device. `device`: where the model trains.
+    """
+
+    adapter: BaseAdapter
+    optimizer: torch.optim.Optimizer
+    rng: torch.Generator
+    window: LossWindow
+    device: torch.device
+    step: int = 0
+    tokens: int = 0
+    train_history: list[tuple[int, float]] = field(default_factory=list)
+    val_history: list[tuple[int, float]] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, adapter: BaseAdapter, cfg: TrainConfig, runtime: Runtime) -> TrainState:
+        """Step 0: the model moved to the runtime's device in train mode, a fresh AdamW
+        (`optim.make_optimizer` with cfg's lr, weight decay and betas), the batch/masking generator seeded
+        with `cfg.seed`, an empty loss window of `cfg.log_interval` steps."""
+        model = adapter.model.to(runtime.device)
+        model.train()
+        optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), runtime.device)
+        return cls(
+            adapter=adapter,
+            optimizer=optimizer,
+            rng=torch.Generator().manual_seed(cfg.seed),
+            window=LossWindow.create(cfg.log_interval, cfg.grad_clip > 0, runtime.device),
+            device=runtime.device,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Tensors and plain values only (see the module docstring).
+
+        {"format", "step", "tokens", "model" (the module's state_dict), "optimizer" (the optimizer's),
+         "rng" (the batch/masking generator), "torch_rng" (torch's CPU generator), "device_rng" (the
+         accelerator's, None on CPU), "train_history"/"val_history" ([[step, loss], ...]), "pending" (the
+         un-logged steps' losses and norms)}. Model and optimizer tensors are the live ones, as with
+        `nn.Module.state_dict`: save or copy them before training on.
+        """
+        return {
+            "format": STATE_FORMAT,
+            "step": self.step,
+            "tokens": self.tokens,
+            "model": self.adapter.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": self.rng.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "device_rng": _device_rng_state(self.device),
+            "train_history": [[step, loss] for step, loss in self.train_history],
+            "val_history": [[step, loss] for step, loss in self.val_history],
+            "pending": self.window.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a `state_dict()` into this state (a fresh one built the same way: same architecture and
+        config, same train settings). Sets torch's global generators too, so dropout continues exactly.
+
+        Raises FoundryError when the state is of another format or does not fit (keys, shapes, log window).
+        """
+        if state.get("format") != STATE_FORMAT:
+            raise FoundryError(
+                f"The saved training state has format {state.get('format')!r}, this version reads "
+                f"{STATE_FORMAT}.",
+                "Train from the start, or resume with the Model Foundry version that saved it.",
+            )
+        try:
+            self.adapter.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise FoundryError(
+                f"The saved training state does not fit this model: {' '.join(str(e).split())[:300]}",
+                "Resume with the model folder and params the state was saved with.",
+            ) from None
+        self.window.load_state_dict(state["pending"])
+        self.step = int(state["step"])
+        self.tokens = int(state["tokens"])
+        self.rng.set_state(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        _set_device_rng_state(self.device, state["device_rng"])
+        self.train_history = [(int(s), float(v)) for s, v in state["train_history"]]
+        self.val_history = [(int(s), float(v)) for s, v in state["val_history"]]
