@@ -278,6 +278,7 @@ def _parse_selected(raw: dict[str, Any], name: str) -> Params:
     train = build(TrainConfig, _merged(raw, entry, "train"), "train")
     evaluate = build(EvaluateConfig, _merged(raw, entry, "evaluate"), "evaluate")
     _check_compatibility(model, train)
+    _check_vocab_size(model, tokenizer)
     # Before anything is allocated: memory for scratch models (the import estimates imported ones from their
     # config.json and weights) and threads for all.
     arch = model.arch if model.is_scratch else None
@@ -365,6 +366,20 @@ def _check_compatibility(model: ModelEntry, train: TrainConfig) -> None:
         raise FoundryError(
             f"train.block_size = {train.block_size} is longer than {where}.block_size = {context}.",
             f"Lower train.block_size to at most {context}, or raise the model's block_size.",
+        )
+
+
+def _check_vocab_size(model: ModelEntry, tokenizer: TokenizerConfig) -> None:
+    """A scratch model's non-zero vocab_size below the size its tokenizer is trained to would fail only at the
+    train stage, after import and tokenize: refuse it when params load. (A `char` tokenizer's vocab_size is an
+    upper bound, and an override's size is known only from its files: the train stage checks those.)"""
+    size = getattr(model.arch, "vocab_size", 0) if model.is_scratch else 0
+    if size and tokenizer.type != "char" and not model.tokenizer_override and size < tokenizer.vocab_size:
+        raise FoundryError(
+            f"models.{model.name}.vocab_size = {size} is smaller than tokenizer.vocab_size = "
+            f"{tokenizer.vocab_size}, the size its {tokenizer.type} tokenizer is trained to.",
+            f"Set vocab_size to 0 (the tokenizer's size) or to at least {tokenizer.vocab_size} (a larger "
+            "value pads the embedding), or lower tokenizer.vocab_size.",
         )
 
 

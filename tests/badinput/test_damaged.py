@@ -161,6 +161,17 @@ DAMAGE: dict[str, tuple[str, Callable[[Path], None], list[str]]] = {
         ["metadata.json"],
     ),
     "metadata-sha256-wrong-type": ("gpt", lambda f: _edit_json(f / "metadata.json", sha256=5), ["sha256"]),
+    "metadata-format-unknown": ("gpt", lambda f: _edit_json(f / "metadata.json", format=2), ["format"]),
+    "metadata-parent-name-int": (
+        "gpt",
+        lambda f: _edit_json(f / "metadata.json", parent={"name": 5, "sha256": None}),
+        ["parent"],
+    ),
+    "config-architecture-disagrees": (
+        "gpt",
+        lambda f: _edit_json(f / "config.json", architecture="bert"),
+        ["config.json", "metadata.json"],
+    ),
     "metadata-latin1": (
         "gpt",
         lambda f: (f / "metadata.json").write_bytes(b'{"a": "\xe9"}'),

@@ -108,10 +108,22 @@ def test_a_padded_gpt_trains_saves_loads_and_evaluates(tmp_path: Path) -> None:
     assert meta["base_model"] == "gpt-tiny" and meta["source"] == "scratch"
 
 
-def test_a_too_small_vocab_size_exits_2_naming_both_numbers(tmp_path: Path) -> None:
+def test_a_too_small_vocab_size_is_refused_when_params_load(tmp_path: Path) -> None:
     raw = tiny_params()
     raw["models"]["gpt-tiny"]["vocab_size"] = 100
-    _prepare(tmp_path, raw)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    proc = run_cmd([str(VENV_BIN / "foundry"), "validate", "--params", "params.yaml"], tmp_path, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "models.gpt-tiny.vocab_size = 100 is smaller than tokenizer.vocab_size = 320" in proc.stderr
+    assert "hint: Set vocab_size to 0" in proc.stderr
+
+
+def test_a_too_small_vocab_size_exits_2_naming_both_numbers(tmp_path: Path) -> None:
+    """A config.json whose vocab_size is below the trained tokenizer's size (edited, or a char tokenizer whose
+    size is only known after training) is refused by the train stage."""
+    _prepare(tmp_path, tiny_params())
+    config = tmp_path / "models/gpt-tiny/config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "vocab_size": 100}))
     proc = run_cmd(
         [str(VENV_BIN / "foundry"), "train", "--params", "params.yaml", "--model", "models/gpt-tiny",
          "--data", "data/tokenized", "--out", "models/gpt-tiny-trained", "--plots", "plots", "--quiet"],

@@ -14,7 +14,7 @@ def generate(
     model: ModelDirOpt,
     prompt: Annotated[str, typer.Option("--prompt", help="Text to continue.")] = "",
     max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate.", min=1)] = 100,
-    temperature: Annotated[float, typer.Option(help="0 = greedy.", min=0.0)] = 0.8,
+    temperature: Annotated[float, typer.Option(help="0 = greedy; a finite number ≥ 0.")] = 0.8,
     top_k: Annotated[int, typer.Option(help="Sample among the k likeliest tokens; 0 = all.", min=0)] = 50,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
     no_verify: NoVerifyOpt = False,
@@ -22,8 +22,8 @@ def generate(
     """Continue a prompt with a trained model (an error if its weights or logits are NaN/Infinity)."""
     from model_foundry.generation import SamplingParams, continue_text, load_causal_model
 
+    params = SamplingParams(temperature=temperature, top_k=top_k or None)  # bad settings fail before loading
     adapter = load_causal_model(model, verify=not no_verify)
-    params = SamplingParams(temperature=temperature, top_k=top_k or None)
     print(continue_text(adapter, prompt, max_new_tokens, params, seed))
 
 

@@ -58,6 +58,15 @@ def inference(adapter: BaseAdapter) -> Iterator[None]:
         adapter.model.train(was_training)
 
 
+def decodable_ids(adapter: BaseAdapter, vocab_size: int) -> int:
+    """How many of the model's `vocab_size` output ids the tokenizer can decode: a model whose embedding was
+    padded past its tokenizer (`vocab_size` larger than the tokenizer, as nanoGPT pads to 50304) never samples
+    a padding row. Hub checkpoints that pad their vocabulary (Qwen2.5: 151,936 rows, 151,665 tokens) are
+    treated the same way."""
+    tokenizer = adapter.tokenizer
+    return min(vocab_size, len(tokenizer)) if tokenizer is not None else vocab_size
+
+
 def stream_tokens(
     adapter: BaseAdapter,
     input_ids: torch.Tensor,
@@ -71,8 +80,9 @@ def stream_tokens(
     Raises FoundryError when the model gives non-finite logits.
     """
     logits, state = adapter.prefill(input_ids)  # (B, T, V)
+    usable = decodable_ids(adapter, logits.size(-1))
     while True:
-        token = sample(logits[:, -1], params, generator)  # (B,)
+        token = sample(logits[:, -1, :usable], params, generator)  # (B,)
         yield token
         logits, state = adapter.decode(token[:, None], state)  # (B, 1, V)
 

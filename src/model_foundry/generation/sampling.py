@@ -8,6 +8,7 @@ with the same seed and settings. Temperature 0 is greedy (argmax, no draw).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -30,8 +31,11 @@ class SamplingParams:
     top_p: float | None = None
 
     def __post_init__(self) -> None:
-        if not self.temperature >= 0:
-            raise FoundryError(f"temperature = {self.temperature} must be 0 (greedy) or more.")
+        if not (self.temperature >= 0 and math.isfinite(self.temperature)):  # NaN fails the comparison
+            raise FoundryError(
+                f"temperature = {self.temperature} must be a finite number, 0 (greedy) or more.",
+                "Use 0 for greedy decoding, or e.g. 0.7-1.0 for sampling.",
+            )
         if self.top_k is not None and self.top_k < 0:
             raise FoundryError(f"top_k = {self.top_k} must be 0 (all tokens) or more.")
         if self.top_p is not None and not 0 < self.top_p <= 1:

@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from model_foundry.errors import FoundryError
-from model_foundry.model_folder.layout import CONFIG_NAME, METADATA_NAME, SAFE_INDEX, WEIGHTS_NAME
+from model_foundry.model_folder.layout import (
+    CONFIG_NAME,
+    METADATA_FORMAT,
+    METADATA_NAME,
+    SAFE_INDEX,
+    WEIGHTS_NAME,
+)
 
 MAX_JSON = 64 << 20  # config/metadata/index files are kilobytes; a tokenizer.json a few MB
 MAX_HEADER = 100 << 20  # safetensors' own limit on the JSON header
@@ -38,8 +44,9 @@ ST_DTYPES = {
 def restore_hint(path: str | os.PathLike[str]) -> str:
     """What to do about a damaged file of a model folder."""
     return (
-        f"Restore it with `dvc checkout {Path(path).parent}` if DVC tracks the folder (or `dvc repro` the "
-        "stage that writes it), or re-import / re-train the model."
+        f"Restore it with `dvc checkout --force {Path(path).parent}` if DVC tracks the folder (--force "
+        "replaces the damaged copy; or `dvc repro` the stage that writes it), or re-import / re-train the "
+        "model."
     )
 
 
@@ -109,6 +116,21 @@ def check_metadata(meta: dict[str, Any], where: str) -> None:
     require_types(meta, {"architecture": str, "model_name": str, "parameters": int, "dtype": str,
                          "sha256": dict, "training": dict, "load": dict, "format": int,
                          "parent": dict}, where)  # fmt: skip
+    if meta.get("format", METADATA_FORMAT) != METADATA_FORMAT:
+        raise FoundryError(
+            f"{where}: format = {meta['format']!r}; this Model Foundry reads metadata format "
+            f"{METADATA_FORMAT}.",
+            "The folder was written by another version of Model Foundry: use that version, or re-train / "
+            "re-import the model with this one.",
+        )
+    parent = meta.get("parent")
+    if parent is not None and (
+        not isinstance(parent.get("name"), str) or not isinstance(parent.get("sha256"), (str, type(None)))
+    ):
+        raise FoundryError(
+            f'{where}: parent = {parent!r} must be {{"name": <model name>, "sha256": <checksum or null>}}.',
+            restore_hint(where),
+        )
     for name, digest in (meta.get("sha256") or {}).items():
         if not _plain_name(name) or not isinstance(digest, str) or not SHA256.fullmatch(digest):
             raise FoundryError(
@@ -300,6 +322,12 @@ def read_model_files(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict
     require_types(config, {"architecture": str, "model_type": str}, str(path / CONFIG_NAME))
     meta = read_json_object(path / METADATA_NAME) if (path / METADATA_NAME).is_file() else {}
     check_metadata(meta, str(path / METADATA_NAME))
+    named = (config.get("architecture"), meta.get("architecture"))
+    if None not in named and named[0] != named[1]:
+        raise FoundryError(
+            f"{path}: config.json says architecture {named[0]!r} but metadata.json says {named[1]!r}.",
+            restore_hint(path / CONFIG_NAME),
+        )
     return config, meta
 
 

@@ -6,9 +6,11 @@
     on_log(step, metrics)             every train.log_interval steps and at the last: train_loss (mean since
                                       the previous log), lr, tokens_per_s; step is 1-based, as in the logs
     on_eval(step, val_loss)           every train.eval_interval steps and at the last
-    on_step_end(step, state)          after every optimizer step (and its log/eval): a checkpoint hook saves
-                                      `state.state_dict()` here
+    on_step_end(step, state)          after every optimizer step (and its log/eval): the checkpoint hook
+                                      (training/checkpoint.py) saves `state.state_dict()` here
     on_train_end(state)               once, after the last step of this call (not when training raised)
+    should_stop()                     after each step's on_step_end: True ends training after that step
+                                      (on_train_end still runs); e.g. the checkpoint hook on SIGINT/SIGTERM
 
 A hook subclasses `TrainHook` and overrides what it needs. Hooks run on the host between steps, so one that
 reads a device tensor adds a host sync: the loop itself syncs only on logging steps (see loop.py).
@@ -45,6 +47,10 @@ class TrainHook:
 
     def on_train_end(self, state: TrainState) -> None:
         pass
+
+    def should_stop(self) -> bool:
+        """True to end training after the current step (read on the host: no device sync)."""
+        return False
 
 
 class MetricsLog(TrainHook):

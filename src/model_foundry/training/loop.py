@@ -49,6 +49,8 @@ class TrainResult:
     # Host wall time of each optimizer step (batch drawing to zero_grad). On CPU that is the step's cost; on
     # CUDA the host runs ahead of the GPU, so only their sum over many steps is meaningful.
     step_seconds: list[float] = field(default_factory=list)
+    # A hook asked to stop before `until` (`TrainHook.should_stop`: a checkpoint hook on SIGINT/SIGTERM).
+    stopped: bool = False
 
     @property
     def tokens_per_second(self) -> float:
@@ -124,6 +126,9 @@ def train(
     the saved state later trains exactly as one uninterrupted run. Raises FoundryError when a loss, gradient
     norm or validation loss is NaN/Infinity (checked on logging steps, so at most `cfg.log_interval` steps
     after it happened, and always before the last step returns).
+
+    Stops early, after a step's hooks, when a hook's `should_stop()` says so (a checkpoint hook on SIGINT or
+    SIGTERM, having saved that step); `on_train_end` is still called and the result has `stopped` set.
     """
     adapter = state.adapter
     model = adapter.model
@@ -192,6 +197,9 @@ def train(
             t_log = time.perf_counter()  # evaluation time does not count against tokens/s
         for hook in hooks:
             hook.on_step_end(step + 1, state)
+        if any([hook.should_stop() for hook in hooks]) and step + 1 < end:  # host flags: no device sync
+            result.stopped = True
+            break
     for hook in hooks:
         hook.on_train_end(state)
     result.seconds = time.perf_counter() - t_start

@@ -1,7 +1,8 @@
 """Everything a training run changes, in one object that can be saved and restored exactly.
 
 `TrainState` holds the model (its adapter), the optimizer, the step count, the random generator that draws the
-batch order and the masking, torch's own generators (dropout), the loss histories, the tokens seen, and the
+batch order and the masking, torch's own generators (dropout), Python's and numpy's global generators,
+the loss histories, the tokens seen, and the
 per-step losses not yet logged. `training.loop.train` advances it; its hooks see it. `state_dict()` /
 `load_state_dict()` turn it into tensors and plain values only (dicts, lists, str, int, float, bool, None), so
 it saves with `torch.save` and loads with `torch.load(weights_only=True)` (or splits into safetensors + JSON):
@@ -33,7 +34,8 @@ if TYPE_CHECKING:
     from model_foundry.training.device import Runtime
 
 # state_dict()'s layout; bumped when a key changes meaning (issue 10's checkpoints record it).
-STATE_FORMAT = 1
+# 2: "host_rng" (Python's `random` and numpy's global generator) added.
+STATE_FORMAT = 2
 
 
 @dataclass
@@ -102,6 +104,47 @@ def _set_device_rng_state(device: torch.device, state: torch.Tensor | None) -> N
         torch.mps.set_rng_state(state.cpu())
 
 
+def host_rng_state() -> dict[str, Any]:
+    """Python's `random` and numpy's global generator as plain data (lists, ints, floats, str, None).
+
+    {"python": [version, [625 ints], gauss_next], "numpy": {"bit_generator", "state": {"key": [624 ints],
+    "pos"}, "has_gauss", "gauss"}}: numpy's dict form (`get_state(legacy=False)`), not its legacy tuple with
+    an ndarray inside, so `torch.load(weights_only=True)` and JSON both read it.
+    """
+    import random
+
+    import numpy as np
+
+    version, internal, gauss = random.getstate()
+    state = np.random.get_state(legacy=False)
+    numpy = {
+        "bit_generator": str(state["bit_generator"]),
+        "state": {"key": [int(k) for k in state["state"]["key"]], "pos": int(state["state"]["pos"])},
+        "has_gauss": int(state["has_gauss"]),
+        "gauss": float(state["gauss"]),
+    }
+    return {"python": [version, list(internal), gauss], "numpy": numpy}
+
+
+def set_host_rng_state(state: dict[str, Any]) -> None:
+    """Restore a `host_rng_state()` (Python's `random` and numpy's global generator)."""
+    import random
+
+    import numpy as np
+
+    version, internal, gauss = state["python"]
+    random.setstate((int(version), tuple(int(i) for i in internal), gauss))
+    saved = state["numpy"]
+    np.random.set_state(
+        {
+            "bit_generator": saved["bit_generator"],
+            "state": {"key": np.array(saved["state"]["key"], dtype=np.uint32), "pos": saved["state"]["pos"]},
+            "has_gauss": saved["has_gauss"],
+            "gauss": saved["gauss"],
+        }
+    )
+
+
 @dataclass
 class TrainState:
     """What a training run changes, step by step (see the module docstring).
@@ -144,7 +187,8 @@ class TrainState:
 
         {"format", "step", "tokens", "model" (the module's state_dict), "optimizer" (the optimizer's),
          "rng" (the batch/masking generator), "torch_rng" (torch's CPU generator), "device_rng" (the
-         accelerator's, None on CPU), "train_history"/"val_history" ([[step, loss], ...]), "pending" (the
+         accelerator's, None on CPU), "host_rng" (Python's and numpy's global generators, as plain data:
+         `host_rng_state`), "train_history"/"val_history" ([[step, loss], ...]), "pending" (the
          un-logged steps' losses and norms)}. Model and optimizer tensors are the live ones, as with
         `nn.Module.state_dict`: save or copy them before training on.
         """
@@ -157,6 +201,7 @@ class TrainState:
             "rng": self.rng.get_state(),
             "torch_rng": torch.get_rng_state(),
             "device_rng": _device_rng_state(self.device),
+            "host_rng": host_rng_state(),
             "train_history": [[step, loss] for step, loss in self.train_history],
             "val_history": [[step, loss] for step, loss in self.val_history],
             "pending": self.window.state_dict(),
@@ -188,5 +233,6 @@ class TrainState:
         self.rng.set_state(state["rng"])
         torch.set_rng_state(state["torch_rng"])
         _set_device_rng_state(self.device, state["device_rng"])
+        set_host_rng_state(state["host_rng"])
         self.train_history = [(int(s), float(v)) for s, v in state["train_history"]]
         self.val_history = [(int(s), float(v)) for s, v in state["val_history"]]

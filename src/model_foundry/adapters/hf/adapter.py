@@ -108,12 +108,19 @@ class HFAdapter(BaseAdapter):
                 restore_hint(path / METADATA_NAME),
             )
         dtype = "auto" if dtype_name == "auto" else TORCH_DTYPES[dtype_name]
+        from transformers.utils import logging as hf_logging
+
+        bar = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # a local folder loads in a blink: no "Loading weights" bar
         try:
             model, info = model_cls.from_pretrained(
                 str(path), dtype=dtype, local_files_only=True, output_loading_info=True
             )
         except Exception as e:  # noqa: BLE001 — transformers/huggingface_hub raise many types for a bad config
             raise config_error(path, model_cls, e) from None
+        finally:
+            if bar:
+                hf_logging.enable_progress_bar()
         if info["missing_keys"]:  # the header check above already refuses this; never load random weights
             raise FoundryError(f"{path}: weights missing at load: {sorted(info['missing_keys'])[:8]}.")
         model.to(device)

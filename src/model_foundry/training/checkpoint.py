@@ -1,0 +1,369 @@
+"""Training checkpoints on disk: `root/step-NNNNNN/`, written atomically, resumed bit-exactly.
+
+A checkpoint folder holds
+    model.safetensors   the trainable weights and the buffers of `TrainState.state_dict()["model"]` (frozen
+                        parameters, e.g. a LoRA base, are not saved: they come from the parent model, whose
+                        checksum the sidecar records); tensors sharing storage (tied embeddings) saved once
+    state.pt            everything else of `TrainState.state_dict()` via `torch.save`: the optimizer state,
+                        step, tokens, loss histories and un-logged losses, and every generator (the
+                        batch/masking one, torch's CPU and accelerator ones, Python's `random`, numpy's as
+                        plain data). Read back only with `torch.load(weights_only=True)`: tensors and plain
+                        values, no pickled objects.
+    checkpoint.json     the sidecar: what the caller passes (model, method, parent_checksum, params_digest,
+                        data_hash, mlflow_run_id, ...) and what makes the numbers reproducible (fused/foreach
+                        AdamW, torch.get_num_threads(), the torch version, the device), the step, the
+                        aliases of tied tensors, and each file's size (a truncated file is named, not
+                        half-loaded)
+
+The folder is written through `io.atomic_dir` (a temp folder renamed at the end), so a full disk, a killed
+process or a second Ctrl-C mid-write leaves the previous checkpoint as it was. `keep_last` prunes old ones
+only after a new one is complete. `CheckpointHook` saves every `interval` steps and, on SIGINT/SIGTERM, at
+the end of the current step before training stops (a second signal stops at once).
+
+The shape follows nanochat's `checkpoint_manager.py` (model, optimizer and a metadata sidecar side by side,
+find-latest by step) and torchtitan's `components/checkpointer/` (step folders, keep the last k).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from model_foundry.envfaults import writing
+from model_foundry.errors import FoundryError
+from model_foundry.io import atomic_dir, read_json, write_json
+from model_foundry.training.hooks import TrainHook
+
+if TYPE_CHECKING:
+    import torch
+
+    from model_foundry.config import TrainConfig
+    from model_foundry.training.state import TrainState
+
+# checkpoint.json's layout; bumped when a key or file changes meaning.
+CHECKPOINT_FORMAT = 1
+SIDECAR_NAME = "checkpoint.json"
+WEIGHTS_FILE = "model.safetensors"
+STATE_FILE = "state.pt"
+_STEP_DIR = re.compile(r"^step-(\d{6,})$")
+# Sidecar fields `load_checkpoint` compares with `expect` (and with this process: fused, threads).
+CHECKED_FIELDS = ("model", "method", "parent_checksum", "params_digest", "data_hash", "fused", "threads")
+
+
+def step_dir(root: Path, step: int) -> Path:
+    """`root/step-NNNNNN` (six digits at least, so names sort by step up to 999,999)."""
+    return Path(root) / f"step-{step:06d}"
+
+
+def reproducibility(state: TrainState) -> dict[str, Any]:
+    """What must match for a resumed run to give the same floats: {"fused": bool, "foreach": bool|None,
+    "threads": torch.get_num_threads(), "torch_version", "device": "cpu"/"cuda"/...}."""
+    import torch
+
+    defaults = state.optimizer.defaults
+    return {
+        "fused": bool(defaults.get("fused") or False),
+        "foreach": defaults.get("foreach"),
+        "threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+        "device": state.device.type,
+    }
+
+
+def _saved_model_tensors(
+    state: TrainState, model_state: dict[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], dict[str, str], list[str]]:
+    """Split the model's state dict into (tensors to save, {alias: saved name}, frozen names not saved).
+
+    Saved: trainable parameters and buffers. A tensor viewing exactly the same memory as an earlier one (tied
+    weights) becomes an alias; one overlapping it otherwise is copied (safetensors refuses shared storage).
+    """
+    import torch
+
+    module = state.adapter.model
+    trainable = {name: p.requires_grad for name, p in module.named_parameters(remove_duplicate=False)}
+    tensors: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    frozen: list[str] = []
+    seen: dict[tuple[Any, ...], str] = {}
+    storages: set[tuple[str, int]] = set()
+    for name, value in model_state.items():
+        if trainable.get(name) is False:
+            frozen.append(name)
+            continue
+        tensor = value.detach()
+        storage = (tensor.device.type, tensor.untyped_storage().data_ptr())
+        view = (*storage, tensor.storage_offset(), tuple(tensor.shape), tensor.stride(), tensor.dtype)
+        if view in seen:
+            aliases[name] = seen[view]
+            continue
+        if storage in storages or not tensor.is_contiguous():
+            tensor = tensor.clone(memory_format=torch.contiguous_format)
+        seen[view] = name
+        storages.add(storage)
+        tensors[name] = tensor.cpu()
+    return tensors, aliases, frozen
+
+
+def save_checkpoint(state: TrainState, root: Path, sidecar: dict[str, Any]) -> Path:
+    """Write `state` to `root/step-NNNNNN/` (NNNNNN = state.step) atomically; return that folder.
+
+    `sidecar`: JSON-able values the caller records and checks on resume (model, method, parent_checksum,
+    params_digest, data_hash, mlflow_run_id, ...); the reproducibility fields, the step and the file sizes
+    are added here. An existing folder of the same step is replaced only once the new one is complete.
+
+    Raises FoundryError when the folder cannot be written (full disk, file size limit, read-only or missing
+    permissions: `envfaults`), naming the folder; the previous checkpoints are untouched then.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    full = state.state_dict()
+    model_state = full.pop("model")
+    tensors, aliases, frozen = _saved_model_tensors(state, model_state)
+    final = step_dir(Path(root), state.step)
+    with writing(Path(root)):
+        Path(root).mkdir(parents=True, exist_ok=True)
+    with atomic_dir(final) as tmp:
+        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        torch.save(full, tmp / STATE_FILE)
+        files = {name: (tmp / name).stat().st_size for name in (WEIGHTS_FILE, STATE_FILE)}
+        record = {
+            **sidecar,
+            **reproducibility(state),
+            "format": CHECKPOINT_FORMAT,
+            "state_format": full["format"],
+            "step": state.step,
+            "tokens": state.tokens,
+            "aliases": aliases,
+            "frozen_tensors": len(frozen),
+            "files": files,
+        }
+        write_json(tmp / SIDECAR_NAME, record, atomic=False)
+    return final
+
+
+def _steps(root: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoint folders under `root` (a step-N name and a sidecar), by step."""
+    if not Path(root).is_dir():
+        return []
+    found = []
+    for entry in Path(root).iterdir():
+        match = _STEP_DIR.match(entry.name)
+        if match and entry.is_dir() and (entry / SIDECAR_NAME).is_file():
+            found.append((int(match.group(1)), entry))
+    return sorted(found)
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    """The complete `step-N` folder of the highest step under `root`, or None (no root, none there)."""
+    found = _steps(root)
+    return found[-1][1] if found else None
+
+
+def keep_last(root: Path, n: int) -> list[Path]:
+    """Delete all but the `n` (≥ 1) highest-step checkpoint folders under `root`; return those deleted."""
+    if n < 1:
+        raise FoundryError(f"keep_last needs n ≥ 1, got {n}.", "Keep at least the latest checkpoint.")
+    doomed = [path for _, path in _steps(root)[:-n]]
+    for path in doomed:
+        shutil.rmtree(path)
+    return doomed
+
+
+def _restart_hint(path: Path) -> str:
+    return (
+        f"Delete {path} to resume from an earlier checkpoint beside it, or delete the checkpoints folder to "
+        "train from the start."
+    )
+
+
+def read_sidecar(path: Path) -> dict[str, Any]:
+    """checkpoint.json of the checkpoint folder `path`; FoundryError naming it when missing or unreadable."""
+    import json
+
+    file = Path(path) / SIDECAR_NAME
+    try:
+        data = read_json(file)
+    except FileNotFoundError:
+        raise FoundryError(
+            f"{file} is missing: {path} is not a complete checkpoint.", _restart_hint(path)
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FoundryError(f"{file} cannot be read: {e}", _restart_hint(path)) from None
+    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise FoundryError(
+            f"{file} has checkpoint format {found!r}; this version reads {CHECKPOINT_FORMAT}.",
+            _restart_hint(path),
+        )
+    return data
+
+
+def check_expected(sidecar: dict[str, Any], expect: dict[str, Any], path: Path) -> None:
+    """Raise FoundryError at the first of CHECKED_FIELDS in `expect` that the sidecar has another value of."""
+    for key in CHECKED_FIELDS:
+        if key not in expect:
+            continue
+        saved = sidecar.get(key)
+        if saved != expect[key]:
+            raise FoundryError(
+                f"The checkpoint {path} was saved with {key} = {saved!r}; this run has {key} = "
+                f"{expect[key]!r}. Resuming would not reproduce the uninterrupted run.",
+                f"Resume with the {key} it was saved with, or delete {path.parent} to train from the start.",
+            )
+
+
+def _check_files(path: Path, sidecar: dict[str, Any]) -> None:
+    files = sidecar.get("files")
+    if not isinstance(files, dict) or set(files) != {WEIGHTS_FILE, STATE_FILE}:
+        raise FoundryError(
+            f"{path / SIDECAR_NAME} does not list the checkpoint's files.", _restart_hint(path)
+        )
+    for name, size in files.items():
+        file = path / name
+        if not file.is_file():
+            raise FoundryError(f"{file} is missing from the checkpoint.", _restart_hint(path))
+        actual = file.stat().st_size
+        if actual != size:
+            raise FoundryError(
+                f"{file} is truncated or changed: {actual:,} bytes on disk, {size:,} when it was saved.",
+                _restart_hint(path),
+            )
+
+
+def load_checkpoint(path: Path, state: TrainState, expect: dict[str, Any]) -> dict[str, Any]:
+    """Restore the checkpoint folder `path` into `state` (built the same way as the saved one); return its
+    sidecar (e.g. its mlflow_run_id, to continue that run).
+
+    `expect`: the caller's values of model, method, parent_checksum, params_digest, data_hash (those given
+    are checked); fused and threads are checked against this process unless `expect` sets them.
+    Raises FoundryError naming the field and both values on a mismatch, naming the file when one is missing,
+    truncated or unreadable, and when the state does not fit (`TrainState.load_state_dict`).
+    """
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    sidecar = read_sidecar(path)
+    current = reproducibility(state)
+    check_expected(sidecar, {"fused": current["fused"], "threads": current["threads"], **expect}, path)
+    _check_files(path, sidecar)
+    weights, rest = path / WEIGHTS_FILE, path / STATE_FILE
+    try:
+        tensors = load_file(str(weights))
+    except (SafetensorError, OSError, RuntimeError) as e:
+        raise FoundryError(f"{weights} cannot be read: {e}", _restart_hint(path)) from None
+    try:
+        saved = torch.load(rest, map_location="cpu", weights_only=True)
+    except Exception as e:  # zip errors, an unpickling weights_only refuses, I/O: not the file we saved
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise FoundryError(f"{rest} cannot be read: {first}", _restart_hint(path)) from None
+    if not isinstance(saved, dict):
+        raise FoundryError(f"{rest} does not hold a training state.", _restart_hint(path))
+    model_state = {k: v for k, v in state.adapter.model.state_dict().items()}  # frozen ones stay as built
+    for name, tensor in tensors.items():
+        model_state[name] = tensor
+    for alias, name in sidecar.get("aliases", {}).items():
+        model_state[alias] = tensors[name]
+    unknown = sorted(set(tensors) - set(model_state))
+    if unknown:
+        raise FoundryError(
+            f"{weights} holds tensors this model does not have: {', '.join(unknown[:5])}",
+            "Resume with the model folder and params the checkpoint was saved with.",
+        )
+    state.load_state_dict({**saved, "model": model_state})
+    return sidecar
+
+
+class CheckpointHook(TrainHook):
+    """Save a checkpoint every `interval` steps (keeping the last `keep`), and on SIGINT/SIGTERM save at the
+    end of the current step, then stop training (`should_stop`). A second signal stops at once: the previous
+    handler runs (SIGINT's default raises KeyboardInterrupt; SIGTERM's ends the process). An atomic write
+    interrupted that way leaves the earlier checkpoints whole.
+
+    Handlers are installed in `on_train_start` (from the main thread only; elsewhere signals are left alone)
+    and the previous ones restored in `on_train_end`; using the hook as a context manager around `train`
+    restores them when training raises too. `sidecar`: see `save_checkpoint`. `saved`: folders written.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(
+        self, root: Path, interval: int, keep: int, sidecar: dict[str, Any], handle_signals: bool = True
+    ) -> None:
+        if interval < 1 or keep < 1:
+            raise FoundryError(
+                f"Checkpoint interval and keep must be ≥ 1 (got {interval}, {keep}).",
+                "Set both to positive numbers.",
+            )
+        self.root, self.interval, self.keep, self.sidecar = Path(root), interval, keep, sidecar
+        self.handle_signals = handle_signals
+        self.signalled: int | None = None  # the first signal received
+        self.stopping = False  # saved after a signal: training ends after this step
+        self.saved: list[Path] = []
+        self._saved_step = -1
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> CheckpointHook:
+        self._install()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._restore()
+
+    def _install(self) -> None:
+        main = threading.current_thread() is threading.main_thread()
+        if not self.handle_signals or self._previous or not main:
+            return
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._on_signal)
+
+    def _restore(self) -> None:
+        previous, self._previous = self._previous, {}
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.signalled is None:
+            self.signalled = signum
+            return
+        previous = self._previous.get(signum, signal.SIG_DFL)
+        self._restore()  # a second signal: stop now, as if we had never been installed
+        if callable(previous):
+            handler: Callable[[int, FrameType | None], Any] = previous
+            handler(signum, frame)
+        elif signum == signal.SIGINT and previous != signal.SIG_IGN:
+            raise KeyboardInterrupt
+        elif previous == signal.SIG_DFL:
+            signal.raise_signal(signum)
+
+    def on_train_start(self, state: TrainState, cfg: TrainConfig) -> None:
+        self._install()
+
+    def save(self, state: TrainState) -> Path:
+        """Save `state` now and prune to the last `keep`; returns the folder."""
+        path = save_checkpoint(state, self.root, self.sidecar)
+        self.saved.append(path)
+        keep_last(self.root, self.keep)
+        return path
+
+    def on_step_end(self, step: int, state: TrainState) -> None:
+        if step % self.interval == 0 or self.signalled is not None:
+            self.save(state)
+            self._saved_step = step
+        if self.signalled is not None and self._saved_step == step:  # a signal after the save: stop too
+            self.stopping = True
+
+    def should_stop(self) -> bool:
+        return self.stopping
+
+    def on_train_end(self, state: TrainState) -> None:
+        self._restore()
