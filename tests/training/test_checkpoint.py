@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import torch
+from ckpt_worker import SIDECAR
 
 from model_foundry.errors import FoundryError
 from model_foundry.training.checkpoint import (
@@ -32,15 +33,8 @@ from model_foundry.training.checkpoint import (
     step_dir,
 )
 
-WORKER = Path(__file__).with_name("ckpt_worker.py")
+WORKER = Path(__file__).with_name("ckpt_worker.py")  # the training process the kill tests drive
 STEPS, INTERVAL, HANG = 12, 5, 7  # checkpoints at 5 and 10; the killed run hangs at 7, between them
-SIDECAR = {
-    "model": "tiny",
-    "method": "full",
-    "parent_checksum": "p0",
-    "params_digest": "d0",
-    "data_hash": "h0",
-}
 
 
 def worker(case: str, root: Path, out: Path, *extra: str) -> subprocess.Popen[str]:
