@@ -302,19 +302,27 @@ class TemplateNotIncremental(FoundryError):
     """The chat template renders a conversation's earlier turns differently once later turns follow."""
 
 
+TRAIN_WITHOUT_TEMPLATE = (
+    "Chat data cannot be rendered for it: fine-tune on data.format: prompt_completion or text, or use a "
+    "model whose tokenizer has a chat template (an instruct checkpoint)."
+)
+
+
 def chat_template_for(
-    tokenizer: PreTrainedTokenizerBase, family: HFFamily | None, name: str = "This model"
+    tokenizer: PreTrainedTokenizerBase,
+    family: HFFamily | None,
+    name: str = "This model",
+    hint: str = TRAIN_WITHOUT_TEMPLATE,
 ) -> str:
-    """The Jinja chat template to train with: the tokenizer's own, else the family's fallback (ChatML for
-    Qwen). The same choice as `generation.chat.chat_template`, without an adapter (the tokenize stage has
-    only the tokenizer and the spec). Raises FoundryError with a hint when there is neither."""
+    """The Jinja chat template of a model: its tokenizer's own, else its family's fallback (ChatML for Qwen).
+
+    The one place this rule lives: the tokenize stage calls it with the tokenizer and spec it has, generation
+    (`generation.chat.chat_template`) with a loaded adapter's. Raises FoundryError with `hint` when there is
+    neither."""
     template = tokenizer.chat_template or (family.chat_template if family is not None else None)
     if not template:
         raise FoundryError(
-            f"{name} has no chat template (its tokenizer ships none and no family fallback applies), so chat "
-            "data cannot be rendered for it.",
-            "Fine-tune on data.format: prompt_completion or text, or use a model whose tokenizer has a chat "
-            "template (an instruct checkpoint).",
+            f"{name} has no chat template (its tokenizer ships none and its family has no fallback).", hint
         )
     return str(template)
 

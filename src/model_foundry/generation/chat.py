@@ -67,19 +67,19 @@ def stop_token_ids(adapter: BaseAdapter) -> list[int]:
 
 
 def chat_template(adapter: BaseAdapter) -> str:
-    """The Jinja chat template of the model: its tokenizer's, else its family's fallback.
+    """The Jinja chat template of the model: its tokenizer's, else its family's fallback
+    (`data.chat_data.chat_template_for`, the one rule for training and generation).
 
     Raises FoundryError when there is neither (scratch models and most base checkpoints).
     """
-    tok = require_tokenizer(adapter, "a chat")
-    family = adapter.spec.family
-    template = tok.chat_template or (family.chat_template if family is not None else None)
-    if not template:
-        raise FoundryError(
-            f"{adapter.spec.name} has no chat template.",
-            "Use a chat/instruct checkpoint, or prompt it with plain text.",
-        )
-    return str(template)
+    from model_foundry.data.chat_data import chat_template_for
+
+    return chat_template_for(
+        require_tokenizer(adapter, "a chat"),
+        adapter.spec.family,
+        adapter.spec.name,
+        "Use a chat/instruct checkpoint, or prompt it with plain text.",
+    )
 
 
 def chat_ids(

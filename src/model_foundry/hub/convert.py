@@ -268,13 +268,10 @@ def complete_weights(
     """
     from model_foundry.adapters import get_spec
     from model_foundry.adapters.hf import weights as hf_weights
-    from model_foundry.adapters.hf.families import model_class
+    from model_foundry.adapters.hf.families import family_of, model_class
 
     config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
-    family = get_spec(architecture).family
-    if family is None:
-        raise FoundryError(f"{architecture} is not a Hugging Face family.")
-    model_cls = model_class(family, config.get("model_type"), where)
+    model_cls = model_class(family_of(get_spec(architecture)), config.get("model_type"), where)
     check = hf_weights.check_weights(folder, model_cls)
     hf_weights.require_shapes(check, where)
     if check.unexpected:
@@ -376,10 +373,9 @@ def _convert_pickle(
     bar: Any,
 ) -> None:
     from model_foundry.adapters import get_spec
+    from model_foundry.adapters.hf.families import family_of
 
-    family = get_spec(architecture).family
-    if family is None:
-        raise FoundryError(f"{architecture} is not a Hugging Face family.")
+    family = family_of(get_spec(architecture))
     config = json.loads((tmp / CONFIG_NAME).read_text())
     tie = bool(config.get("tie_word_embeddings", True))
     weight_map: dict[str, str] = {}

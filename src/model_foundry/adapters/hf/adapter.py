@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Self
 import torch
 
 from model_foundry.adapters.base import BaseAdapter
-from model_foundry.adapters.hf.families import HFFamily, model_class
+from model_foundry.adapters.hf.families import HFFamily, family_of, model_class
 from model_foundry.adapters.spec import ArchitectureSpec
 from model_foundry.errors import FoundryError
 from model_foundry.io import atomic_dir
@@ -160,10 +160,3 @@ class HFAdapter(BaseAdapter):
             return write_metadata(
                 tmp, {**meta, "architecture": self.spec.name}, describe_weights(tmp, self.model)
             )
-
-
-def family_of(spec: ArchitectureSpec) -> HFFamily:
-    """The family row of a Hub entry's spec (every `hf-*` registry entry has one)."""
-    if spec.family is None:
-        raise FoundryError(f"{spec.name} is not a Hugging Face family.")
-    return spec.family

@@ -15,10 +15,13 @@ repository code is never run (no `trust_remote_code`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from model_foundry.errors import FoundryError
 from model_foundry.schema import rule
+
+if TYPE_CHECKING:  # type-only: the spec names its family, the table never needs the spec at runtime
+    from model_foundry.adapters.spec import ArchitectureSpec
 
 # ChatML, as the Qwen instruct models use it; base checkpoints often ship no template of their own.
 # Source: https://huggingface.co/Qwen/Qwen2.5-0.5B-Instruct/blob/main/tokenizer_config.json (chat_template,
@@ -186,6 +189,13 @@ FAMILIES: tuple[HFFamily, ...] = (
 
 # config.json `model_type` → its row (exact lookups).
 BY_MODEL_TYPE: dict[str, HFFamily] = {f.model_type: f for f in FAMILIES}
+
+
+def family_of(spec: ArchitectureSpec) -> HFFamily:
+    """The family row of a Hub entry's spec (every `hf-*` registry entry has one); FoundryError otherwise."""
+    if spec.family is None:
+        raise FoundryError(f"{spec.name} is not a Hugging Face family.")
+    return spec.family
 
 
 def model_class(family: HFFamily, model_type: str | None, where: str) -> Any:
