@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from model_foundry.adapters import get_spec
+from model_foundry.adapters.lora_targets import RNN_ARCHITECTURES, LoRASettings, default_targets
 from model_foundry.adapters.spec import ArchitectureSpec
 from model_foundry.credentials import redact, strip_credentials
 from model_foundry.errors import FoundryError
@@ -37,6 +38,14 @@ class DataConfig:
     text_field: str = rule("text", doc="the field holding the text in .jsonl records")
     val_fraction: float = rule(0.1, gt=0.0, lt=1.0, doc="share of documents held out for validation")
     seed: int = rule(1337, doc="seed of the document shuffle before the split")
+    format: Literal["auto", "text", "chat", "prompt_completion"] = rule(
+        "auto",
+        doc="text (packed plain text), chat ({messages: [{role, content}]}) or prompt_completion ({prompt, "
+        "completion}) JSONL; auto: detected from the records (.txt files are text)",
+    )
+    overlong: Literal["truncate", "drop"] = rule(
+        "truncate", doc="chat/prompt_completion: an example longer than train.max_seq_len is cut or dropped"
+    )
 
     def validate(self) -> None:
         sources = self.source if isinstance(self.source, list) else [self.source]
@@ -88,6 +97,51 @@ class TrainConfig:
         "auto", doc="auto: bf16 autocast where the hardware is fast"
     )
     compile: bool = rule(False, doc="torch.compile the model (pays off on long runs)")
+    method: Literal["full", "lora"] = rule(
+        "full", doc="full: every weight trains; lora: low-rank adapters (peft) on a frozen model"
+    )
+    lora: LoRASettings = field(
+        default_factory=LoRASettings,
+        metadata={
+            "doc": "method: lora only (r, alpha, dropout, target_modules, "
+            "modules_to_save; see the LoRA table)"
+        },
+    )
+    merge: bool = rule(
+        True, doc="method: lora: also write the merged full model (evaluate, generate and serve load it)"
+    )
+    checkpoint_interval: int = rule(
+        200, ge=1, doc="steps between resumable checkpoints in checkpoints/<output>/ (and on Ctrl-C/SIGTERM)"
+    )
+    keep_checkpoints: int = rule(2, ge=1, doc="checkpoints kept per output (the newest)")
+    resume: Literal["auto", "never"] = rule(
+        "auto", doc="auto: continue from a checkpoint saved with the same params, data and parent"
+    )
+    gradient_checkpointing: bool = rule(
+        False, doc="recompute activations in the backward pass (less memory, ~30% slower; Hub models)"
+    )
+    max_seq_len: int = rule(
+        0, ge=0, doc="chat/prompt_completion: most tokens per example (0 = block_size + 1, one window)"
+    )
+    output_name: str | None = rule(
+        None, doc="`foundry train` without --out: the output folder name (default <parent>-<method>)"
+    )
+
+    def validate(self) -> None:
+        if self.max_seq_len > self.block_size + 1:
+            raise FoundryError(
+                f"max_seq_len = {self.max_seq_len} is longer than a training window (block_size + 1 = "
+                f"{self.block_size + 1}).",
+                f"Lower train.max_seq_len to at most {self.block_size + 1} (0 = one window), or raise "
+                "train.block_size.",
+            )
+        if self.output_name is not None:
+            check_name(self.output_name, "train.output_name")
+
+    @property
+    def example_tokens(self) -> int:
+        """The most tokens one chat/prompt_completion example keeps: max_seq_len, or one whole window."""
+        return self.max_seq_len or self.block_size + 1
 
 
 @dataclass
@@ -145,6 +199,26 @@ class ModelEntry:
     def is_scratch(self) -> bool:
         return self.source == "scratch"
 
+    @property
+    def parent_model(self) -> str | None:
+        """The name of the repo model this entry starts from (`source: model:<name>` or `models/<name>`)."""
+        return repo_model_name(self.source)
+
+
+def repo_model_name(source: str) -> str | None:
+    """`<name>` when `source` names a model of this repo (`model:<name>` or `models/<name>`), else None.
+
+    The model is the folder `models/<name>/` of the project (scratch, imported, trained, fine-tuned or
+    merged: any architecture). Any other source is 'scratch', a Hub id/URL or a Hugging Face folder.
+    """
+    text = source.strip()
+    if text.startswith("model:"):
+        return text.removeprefix("model:").strip()
+    parts = text.rstrip("/").split("/")
+    if len(parts) == 2 and parts[0] == "models" and parts[1]:
+        return parts[1]
+    return None
+
 
 @dataclass
 class Params:
@@ -192,10 +266,26 @@ def parse_entry(name: str, raw: Any) -> ModelEntry:
             f"Write the source as {redact(source)} and set HF_TOKEN (or run `hf auth login`); params.yaml, "
             "dvc.lock and MLflow would record a token. Revoke the token if params.yaml was committed.",
         )
-    if source != "scratch" and not spec.pretrained:
+    parent = repo_model_name(source)
+    if parent is not None:
+        check_name(parent, f"{where}.source (model:<name>)")
+        if parent == name:
+            raise FoundryError(
+                f"{where}.source = {source!r} names the entry itself.",
+                "Name another model of this repo (e.g. `source: model:gpt-tiny-trained`).",
+            )
+        if arch_raw:
+            raise FoundryError(
+                f"{where}: {', '.join(sorted(arch_raw))} set(s) the architecture, but source {source!r} is a "
+                "model of this repo, whose config.json defines it.",
+                "Delete those keys from the entry (keep architecture:, source: and the train:/tokenizer:/"
+                "evaluate: sections).",
+            )
+    elif source != "scratch" and not spec.pretrained:
         raise FoundryError(
             f"{where}.source = {source!r}, but architecture {spec.name!r} is built from scratch.",
-            "Use `source: scratch`, or an imported family (see README: importing models).",
+            "Use `source: scratch`, `source: model:<name>` (a model of this repo), or an imported family "
+            "(see README: importing models).",
         )
     return ModelEntry(
         name=name,
@@ -281,7 +371,7 @@ def _parse_selected(raw: dict[str, Any], name: str) -> Params:
     _check_vocab_size(model, tokenizer)
     # Before anything is allocated: memory for scratch models (the import estimates imported ones from their
     # config.json and weights) and threads for all.
-    arch = model.arch if model.is_scratch else None
+    arch = model.arch if model.is_scratch else None  # a repo model's size is known from its folder only
     check_fits(f"models.{name}", arch, tokenizer.vocab_size, train, evaluate)
     return Params(
         model_name=name,
@@ -361,7 +451,13 @@ def _check_compatibility(model: ModelEntry, train: TrainConfig) -> None:
             check(train.objective)
         except FoundryError as e:
             raise FoundryError(f"{where}: {e.message}", e.hint) from None
-    context = getattr(model.arch, "block_size", None)
+    if train.method == "lora":
+        try:
+            default_targets(model.spec)  # refuses the recurrent models, with the reason
+        except FoundryError as e:
+            if train.lora.target_modules is None or model.spec.name in RNN_ARCHITECTURES:
+                raise FoundryError(f"{where}: train.method = 'lora': {e.message}", e.hint) from None
+    context = getattr(model.arch, "block_size", None) if model.parent_model is None else None
     if context and train.block_size > context:
         raise FoundryError(
             f"train.block_size = {train.block_size} is longer than {where}.block_size = {context}.",

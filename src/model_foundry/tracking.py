@@ -72,6 +72,10 @@ class Tracker:
         """Log metrics; raises ValueError on NaN/Infinity (no non-finite number is ever recorded)."""
         self.mlflow.log_metrics(finite_metrics(metrics), step=step, synchronous=False)
 
+    def flush(self) -> None:
+        """Wait until every metric logged so far is in the store (logging is asynchronous)."""
+        self.mlflow.flush_async_logging()
+
     def log_params(self, params: dict[str, Any]) -> None:
         """Log params as strings; one longer than MLflow's limit is cut with a visible marker and logged
         in full as the artifact `params/<key>.txt`."""
@@ -207,6 +211,22 @@ def start_run(run_name: str, tags: dict[str, str], run_id: str | None = None) ->
         tracker = Tracker(mlflow, run)
         yield tracker
         mlflow.flush_async_logging()
+
+
+def existing_run(run_id: str | None) -> str | None:
+    """`run_id` when this store has that run (a checkpoint's run, to continue), else None (with a note)."""
+    if not run_id:
+        return None
+    mlflow = _setup()
+    try:
+        mlflow.get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        print(
+            f"note: MLflow run {run_id} of the checkpoint is not in this store; logging to a new run",
+            file=sys.stderr,
+        )
+        return None
+    return run_id
 
 
 def _runs_with_weights(sha256: str) -> list[Any]:

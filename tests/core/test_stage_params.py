@@ -34,6 +34,7 @@ from model_foundry.stages import convert, evaluate, ingest, tokenize, train
 ENTRY = "models.${model_name}"
 TOP_LEVEL = {"model_name": "model_name", "model": ENTRY, "catalog": "models", "shadowed": "shadowed"}
 MODELS = ("gpt-tiny", "bert-wordpiece-mlm", "tiny-qwen2")  # scratch causal, scratch masked, imported
+PAIRS = [{"prompt": f"Add {i} and {i}: ", "completion": f"{2 * i}."} for i in range(40)]  # fine-tuning data
 IMPORTED = {"architecture": "hf-qwen2", "source": QWEN2, "license_accepted": True}  # from the local Hub
 STAGES = ("import", "convert", "tokenize", "train", "evaluate")
 
@@ -105,9 +106,11 @@ def _copy_as(cls: type, state: dict[str, Any]) -> Any:
     return obj
 
 
-def _params(name: str) -> Params:
+def _params(name: str, data_source: Path | None = None) -> Params:
     raw = tiny_params()
     raw["model_name"] = name
+    if data_source is not None:
+        raw["data"]["source"] = str(data_source)
     raw["models"].setdefault(name, dict(IMPORTED))
     entry = raw["models"][name]
     entry.update(getattr(get_spec(entry["architecture"]).config_cls, "TINY", {}))
@@ -131,10 +134,15 @@ def _stage_runs(root: Path, name: str) -> dict[str, Callable[[Params], Any]]:
 
 @pytest.fixture(scope="module")
 def reads(tmp_path_factory: pytest.TempPathFactory, hub_repos: Any) -> dict[str, set[str]]:
-    """stage → the params keys its `run` read, over the MODELS pipelines."""
+    """stage → the params keys its `run` read, over the MODELS pipelines and a scratch gpt fine-tuned on
+    prompt/completion records (the packed-data branches of tokenize, train and evaluate)."""
+    import json
+
+    pairs = tmp_path_factory.mktemp("pairs") / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in PAIRS))
     found: dict[str, set[str]] = {stage: set() for stage in STAGES}
-    for name in MODELS:
-        params = _params(name)
+    for name, data_source in [*((m, None) for m in MODELS), ("gpt-tiny", pairs)]:
+        params = _params(name, data_source)
         for stage, run in _stage_runs(tmp_path_factory.mktemp(name), name).items():
             recorder = Recorder()
             run(recorder.wrap(params))

@@ -7,11 +7,16 @@ the cache) → tokenize (native tokenizer) → train (plain fine-tune) → evalu
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import time
 
 import pytest
 import yaml
 
-from conftest import make_repo_copy, run_cmd, tiny_params
+from conftest import VENV_BIN, make_repo_copy, run_cmd, tiny_params
+from finetune_checks import _check_adapter_equals_merged, _lock_md5, _meta
 from localhub.repos import BERT, QWEN2
 
 pytestmark = pytest.mark.slow
@@ -21,6 +26,10 @@ def test_exp_run_imports_fine_tunes_and_evaluates_a_hub_model(local_hub, hub_rep
     params = tiny_params()
     params["models"]["tiny-qwen2"] = {"architecture": "hf-qwen2", "source": QWEN2, "license_accepted": True,
                                       "train": {"lr": 1e-3}}  # fmt: skip
+    lora = {"method": "lora", "lr": 1e-2, "steps": 12, "checkpoint_interval": 4, "log_interval": 1}
+    params["models"]["tiny-qwen2-chat"] = {
+        "architecture": "hf-qwen2", "source": "model:tiny-qwen2-trained", "train": lora
+    }  # fmt: skip
     repo = make_repo_copy(tmp_path / "repo", params)
     env = {"env": {"MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}"}}
     local_hub.clear_requests()
@@ -59,6 +68,66 @@ def test_exp_run_imports_fine_tunes_and_evaluates_a_hub_model(local_hub, hub_rep
     run_cmd(cmd, repo, env={"HF_HUB_OFFLINE": "1"})
     assert local_hub.requests == []
     assert json.loads((repo / "models/offline/metadata.json").read_text())["sha256"] == meta["sha256"]
+
+    # LoRA on chat data, starting from the model trained above (`source: model:tiny-qwen2-trained`).
+    chat = [
+        {"messages": [{"role": "user", "content": f"What is {i} plus {i}?"},
+                      {"role": "assistant", "content": f"{i} plus {i} is {2 * i}."}]}
+        for i in range(40)
+    ]  # fmt: skip
+    (repo / "chat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in chat))
+    lora_run = [
+        "dvc",
+        "exp",
+        "run",
+        "--name",
+        "chat",
+        "-S",
+        "model_name=tiny-qwen2-chat",
+        "-S",
+        "data.source=chat.jsonl",
+    ]
+    run_cmd(lora_run, repo, **env)
+    tokenized = json.loads((repo / "data/tokenized/meta.json").read_text())
+    assert tokenized["layout"] == "windows" and tokenized["chat"]["train"]["usable"] > 0
+    trained = _meta(repo, "tiny-qwen2-chat-trained")
+    assert trained["training"]["method"] == "lora" and trained["fine_tuned_from"] == "tiny-qwen2-chat"
+    assert trained["parent"] == {
+        "name": "tiny-qwen2-chat",
+        "sha256": _lock_md5(repo, "models/tiny-qwen2-chat"),
+    }
+    assert trained["license"] == "apache-2.0"
+    config = json.loads((repo / "models/tiny-qwen2-chat-trained/config.json").read_text())
+    assert config["tie_word_embeddings"] is True
+
+    from transformers import AutoModelForCausalLM
+
+    merged = AutoModelForCausalLM.from_pretrained(repo / "models/tiny-qwen2-chat-trained")
+    assert merged.lm_head.weight.data_ptr() == merged.model.embed_tokens.weight.data_ptr()  # still tied
+    _check_adapter_equals_merged(repo, "tiny-qwen2-chat", "tiny-qwen2-chat-trained", AutoModelForCausalLM)
+    metrics = json.loads((repo / "metrics.json").read_text())
+    assert 1 < metrics["perplexity"] < 512 and "bits_per_byte" not in metrics
+
+    # Kill the train stage (the whole process group, as a terminal's Ctrl-\ would) after its first checkpoint;
+    # the next run picks the checkpoint up and gives the bytes of the uninterrupted run.
+    whole = _lock_md5(repo, "models/tiny-qwen2-chat-trained")
+    path = f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"
+    proc = subprocess.Popen(["dvc", "repro", "-f", "-s", "train"], cwd=repo, start_new_session=True,
+                            env={**os.environ, "PATH": path, **env["env"]},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    checkpoint = repo / "checkpoints/tiny-qwen2-chat-trained/step-000004/checkpoint.json"
+    deadline = time.monotonic() + 180
+    while not checkpoint.is_file():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    resumed = run_cmd(["dvc", "repro", "-f", "-s", "train"], repo, **env)
+    assert (
+        "resuming from" in resumed.stdout and "/checkpoints/tiny-qwen2-chat-trained/step-" in resumed.stdout
+    )
+    assert _lock_md5(repo, "models/tiny-qwen2-chat-trained") == whole
+    assert not (repo / "checkpoints/tiny-qwen2-chat-trained").exists()
 
 
 def test_repro_a_masked_lm_from_the_hub(local_hub, hub_repos, tmp_path):

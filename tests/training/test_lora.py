@@ -1,4 +1,4 @@
-"""LoRA through peft (training/lora.py), on a tiny imported Qwen2 with tied embeddings and a tiny scratch gpt:
+"""LoRA through peft (adapters/lora.py), on a tiny imported Qwen2 with tied embeddings and a tiny scratch gpt:
 only the adapters train; merged == unmerged (logits and greedy tokens); tied embeddings survive merge and
 save; the exported adapter loads with plain peft onto the base folder; tied, unknown and RNN targets are
 refused; the adapter files are the same bytes whatever PYTHONHASHSEED."""
@@ -20,15 +20,7 @@ import torch
 
 from model_foundry.adapters import ARCHITECTURES
 from model_foundry.adapters.base import BaseAdapter
-from model_foundry.config import TrainConfig
-from model_foundry.data.collators import CausalCollator
-from model_foundry.errors import FoundryError
-from model_foundry.generation import GREEDY, generate
-from model_foundry.model_folder import load_adapter
-from model_foundry.schema import build
-from model_foundry.training.device import Runtime
-from model_foundry.training.loop import train
-from model_foundry.training.lora import (
+from model_foundry.adapters.lora import (
     ADAPTER_CONFIG_NAME,
     ADAPTER_WEIGHTS_NAME,
     apply_lora,
@@ -38,7 +30,15 @@ from model_foundry.training.lora import (
     save_lora_adapter,
     tied_modules,
 )
-from model_foundry.training.lora_settings import LoRASettings
+from model_foundry.adapters.lora_targets import LoRASettings
+from model_foundry.config import TrainConfig
+from model_foundry.data.collators import CausalCollator
+from model_foundry.errors import FoundryError
+from model_foundry.generation import GREEDY, generate
+from model_foundry.model_folder import load_adapter
+from model_foundry.schema import build
+from model_foundry.training.device import Runtime
+from model_foundry.training.loop import train
 from model_foundry.training.state import TrainState
 
 RUNTIME = Runtime.create("cpu", "fp32")
@@ -259,8 +259,8 @@ SAVE_SCRIPT = textwrap.dedent(
     import sys, torch
     from model_foundry.adapters import ARCHITECTURES
     from model_foundry.schema import build
-    from model_foundry.training.lora import apply_lora, save_lora_adapter
-    from model_foundry.training.lora_settings import LoRASettings
+    from model_foundry.adapters.lora import apply_lora, save_lora_adapter
+    from model_foundry.adapters.lora_targets import LoRASettings
 
     spec = ARCHITECTURES["gpt"]
     config = build(spec.config_cls, {**spec.config_cls.TINY, "vocab_size": 64}, "gpt")

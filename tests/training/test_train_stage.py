@@ -152,10 +152,10 @@ def test_dvc_tracked_folders_are_outs_of_the_lock_or_have_a_dvc_file(tmp_path: P
     assert is_dvc_tracked(models / "locked") and is_dvc_tracked(models / "added")
     assert not is_dvc_tracked(models / "loose") and not is_dvc_tracked(models / "locked" / "config.json")
     assert not is_dvc_tracked(tmp_path / "elsewhere")
-    # a model derived from a tracked folder records the folder's DVC hash; from an untracked one, its weights'
+    # a model derived from a folder records the folder's DVC hash, whether DVC tracks it yet or not
     locked, loose = parent_record(models / "locked"), parent_record(models / "loose")
-    assert locked["name"] == "locked" and dvc_md5(models / "locked") in locked.values()
-    assert loose["name"] == "loose" and set(loose.values()) == {"loose", None}  # no weights yet
+    assert locked == {"name": "locked", "sha256": dvc_md5(models / "locked")}
+    assert loose == {"name": "loose", "sha256": dvc_md5(models / "loose")}
     assert json.loads((models / "locked" / "metadata.json").read_text())["model_name"] == "locked"
 
 
@@ -178,6 +178,6 @@ def test_an_imported_model_takes_the_same_route(local_hub, hub_repos, tmp_path: 
     meta, base_meta = read_json(out / "metadata.json"), read_json(base / "metadata.json")
     assert meta["architecture"] == "hf-qwen2"
     assert meta["fine_tuned_from"] == meta["base_model"] == "tiny-qwen2"
-    assert meta["parent"] == parent_record(base) and weights_tag(base_meta) in meta["parent"].values()
+    assert meta["parent"] == parent_record(base) == {"name": base_meta["model_name"], "sha256": dvc_md5(base)}
     assert meta["license"] == base_meta["license"] and (out / "LICENSE").is_file()
     assert meta["source"] == base_meta["source"] and weights_tag(meta) != weights_tag(base_meta)

@@ -120,6 +120,17 @@ class BaseAdapter:
         """What config.json records about the architecture (JSON-ready: str keys, plain values)."""
         raise NotImplementedError
 
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute each block's activations in the backward pass instead of keeping them (less memory,
+        about one extra forward of compute; `train.gradient_checkpointing`). Raises FoundryError for models
+        without blocks to checkpoint."""
+        from model_foundry.errors import FoundryError
+
+        raise FoundryError(
+            f"train.gradient_checkpointing is not available for {self.spec.name} models.",
+            "Set train.gradient_checkpointing: false (it helps the transformers: gpt and the Hub families).",
+        )
+
     @property
     def max_context(self) -> int | None:
         """Longest input in tokens the model accepts (None: unbounded, e.g. RNNs)."""

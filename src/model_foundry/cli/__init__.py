@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 import typer
 
-from model_foundry.cli import hub, models, pipeline
+from model_foundry.cli import hub, lora, models, pipeline
 from model_foundry.errors import FoundryError
 
 app = typer.Typer(
@@ -27,6 +27,7 @@ app = typer.Typer(
 pipeline.register(app)
 models.register(app)
 hub.register(app)
+lora.register(app)
 
 
 def main() -> None:

@@ -29,13 +29,23 @@ def generate(
 
 def info(model: Annotated[Path, typer.Argument(help="A canonical model folder.")]) -> None:
     """Show a model folder's metadata (an error naming the file when config.json, metadata.json or a
-    weight file's header is damaged; the weights' sha256 is checked by the commands that load them)."""
+    weight file's header is damaged; the weights' sha256 is checked by the commands that load them), and
+    the chain of models it was derived from (on stderr: stdout stays the metadata's JSON)."""
     import json
+    import sys
 
     from model_foundry.model_folder.checks import check_model_folder
+    from model_foundry.project import dvc_root
+    from model_foundry.registry.lineage import format_chain, format_checksums, lineage_chain
 
     _, meta = check_model_folder(model, verify=False)
     print(json.dumps(meta, indent=2))
+    root = dvc_root(model)  # ancestors live in the project's models/, else beside the folder
+    links = lineage_chain(model, root / "models" if root else model.resolve().parent)
+    print(f"lineage: {format_chain(links)}", file=sys.stderr)
+    checksums = format_checksums(links)
+    if checksums:
+        print("recorded checksums:", *checksums, sep="\n", file=sys.stderr)
 
 
 def register(app: typer.Typer) -> None:

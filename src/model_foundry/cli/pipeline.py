@@ -121,16 +121,33 @@ def tokenize(
 def train(
     model: ModelDirOpt,
     data: DataDirOpt,
-    out: OutOpt,
-    plots: PlotsOpt,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Where to write the trained model (replaced atomically). Default: models/<parent>-<method> "
+            "(or models/<train.output_name>), which must not exist yet.",
+        ),
+    ] = None,
+    plots: PlotsOpt = Path("plots"),
     params: ParamsOpt = Path("params.yaml"),
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume",
+            help="Continue from this checkpoint (a checkpoints/<model>/step-NNNNNN folder, or the folder of "
+            "them: its newest); it must match the params, data and parent.",
+        ),
+    ] = None,
     quiet: QuietOpt = False,
     no_verify: NoVerifyOpt = False,
 ) -> None:
     """train stage: train the model and save it (safetensors + config + tokenizer + metadata)."""
     from model_foundry.stages import train as stage
 
-    s = stage.run(load_params(params), model, data, out, plots, progress=not quiet, verify=not no_verify)
+    p = load_params(params)
+    out = out if out is not None else stage.default_output(p, model)
+    s = stage.run(p, model, data, out, plots, progress=not quiet, verify=not no_verify, resume_from=resume)
     print(
         f"trained → {out}: train loss {s['final_train_loss']:.4f}, val loss {s['final_val_loss']:.4f}, "
         f"{s['train_tokens_per_s']:,.0f} tokens/s, MLflow run {s['run_id']}"

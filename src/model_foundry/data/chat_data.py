@@ -34,7 +34,6 @@ Packing and the layout on disk (the tokenize stage writes it, `PackedWindows` + 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +42,17 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from model_foundry.data.corpus import Normalisation, decode_text, normalise_text
+from model_foundry.data.corpus import (  # noqa: F401  (read_jsonl, jsonl_format: re-exported)
+    FORMATS,
+    KEYS,
+    DataFormat,
+    JsonlRecord,
+    Normalisation,
+    jsonl_format,
+    kinds_of,
+    normalise_text,
+    read_jsonl,
+)
 from model_foundry.data.encoding import encode_chat, text_encoder
 from model_foundry.errors import FoundryError
 
@@ -53,8 +62,6 @@ if TYPE_CHECKING:
 
     from model_foundry.adapters.hf.families import HFFamily
 
-DataFormat = Literal["text", "chat", "prompt_completion"]
-FORMATS: tuple[DataFormat, ...] = ("text", "chat", "prompt_completion")
 Overlong = Literal["truncate", "drop"]
 ROLES = ("system", "user", "assistant")
 MAX_EXAMPLES = 5  # line numbers kept per kind of bad record
@@ -73,11 +80,6 @@ KINDS = {
     "template_not_incremental": "the chat template renders earlier turns differently once later ones follow",
     "overlong": "longer than the length limit (truncated or dropped per the overlong setting)",
 }
-KEYS: dict[DataFormat, tuple[str, ...]] = {
-    "chat": ("messages",),
-    "prompt_completion": ("prompt", "completion"),
-    "text": ("text",),
-}
 
 
 @dataclass(frozen=True)
@@ -93,15 +95,6 @@ class ChatDataSettings:
     max_seq_len: int | None = None
     overlong: Overlong = "truncate"
     roles: tuple[str, ...] = ROLES
-
-
-@dataclass
-class JsonlRecord:
-    """One non-blank JSONL line: its number (1-based) and value (None with `error` when not valid JSON)."""
-
-    line: int
-    value: Any
-    error: str | None = None
 
 
 @dataclass
@@ -189,35 +182,6 @@ class ChatStats:
 # --- reading --------------------------------------------------------------------------------------------
 
 
-def read_jsonl(path: Path, norm: Normalisation | None = None) -> list[JsonlRecord]:
-    """The non-blank lines of a JSONL file, parsed (a line that is not JSON keeps its error, to be counted).
-
-    Decoding as for corpus files (`data.corpus.decode_text`: UTF-8, byte-order marks honoured). Raises
-    FoundryError for an unreadable file or another encoding.
-    """
-    norm = norm if norm is not None else Normalisation()
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise FoundryError(f"Cannot read {path}: {e.strerror}.", "Check data.source.") from None
-    text = decode_text(path, data, norm)
-    records = []
-    for lineno, line in enumerate(text.split("\n"), 1):  # LF only: U+2028 is valid inside JSON strings
-        if not line.strip():
-            continue
-        try:
-            records.append(JsonlRecord(lineno, json.loads(line)))
-        except json.JSONDecodeError as e:
-            records.append(JsonlRecord(lineno, None, f"not valid JSON ({e.msg})"))
-    return records
-
-
-def _kinds_of(value: Any) -> set[DataFormat]:
-    if not isinstance(value, dict):
-        return set()
-    return {fmt for fmt, keys in KEYS.items() if any(k in value for k in keys)}
-
-
 def detect_format(records: Sequence[JsonlRecord], source: str = "the data") -> DataFormat:
     """The format every classifiable record has (by its keys: messages, prompt/completion, text).
 
@@ -226,7 +190,7 @@ def detect_format(records: Sequence[JsonlRecord], source: str = "the data") -> D
     """
     seen: dict[DataFormat, list[int]] = {}
     for rec in records:
-        for fmt in _kinds_of(rec.value):
+        for fmt in kinds_of(rec.value):
             seen.setdefault(fmt, []).append(rec.line)
     if len(seen) == 1:
         return next(iter(seen))
@@ -244,6 +208,25 @@ def detect_format(records: Sequence[JsonlRecord], source: str = "the data") -> D
         "Use one format per file, or set data.format (text, chat or prompt_completion) so the others are "
         "counted as bad records.",
     )
+
+
+def record_texts(records: Sequence[JsonlRecord], fmt: DataFormat) -> list[str]:
+    """The user texts of the well-formed records (message contents; prompt and completion), normalised as
+    for training: what a new tokenizer for this data is trained on."""
+    norm = Normalisation()
+    texts: list[str] = []
+    for rec in records:
+        if rec.error is not None:
+            continue
+        if fmt == "chat":
+            checked = check_messages(rec.value)
+            if not isinstance(checked, str):
+                texts.extend(m["content"] for m in checked)
+        else:
+            pc = check_prompt_completion(rec.value)
+            if not isinstance(pc, str):
+                texts.extend(pc)
+    return [normalise_text(t, norm) for t in texts if t]
 
 
 # --- validation -----------------------------------------------------------------------------------------
@@ -309,7 +292,7 @@ TRAIN_WITHOUT_TEMPLATE = (
 
 
 def chat_template_for(
-    tokenizer: PreTrainedTokenizerBase,
+    tokenizer: PreTrainedTokenizerBase | None,
     family: HFFamily | None,
     name: str = "This model",
     hint: str = TRAIN_WITHOUT_TEMPLATE,
@@ -317,9 +300,11 @@ def chat_template_for(
     """The Jinja chat template of a model: its tokenizer's own, else its family's fallback (ChatML for Qwen).
 
     The one place this rule lives: the tokenize stage calls it with the tokenizer and spec it has, generation
-    (`generation.chat.chat_template`) with a loaded adapter's. Raises FoundryError with `hint` when there is
-    neither."""
-    template = tokenizer.chat_template or (family.chat_template if family is not None else None)
+    (`generation.chat.chat_template`) with a loaded adapter's; `tokenizer` None stands for a tokenizer
+    still to be trained (which ships no template), so the check comes before that work. Raises FoundryError
+    with `hint` when there is neither."""
+    own = tokenizer.chat_template if tokenizer is not None else None
+    template = own or (family.chat_template if family is not None else None)
     if not template:
         raise FoundryError(
             f"{name} has no chat template (its tokenizer ships none and its family has no fallback).", hint

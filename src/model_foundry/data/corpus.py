@@ -1,7 +1,9 @@
 """Read a corpus into documents and split it into train/val, deterministically.
 
 Sources: the builtin English prose shipped with Python (`pydoc_data.topics`, ~465k characters, so the default
-pipeline needs no network), or the user's .txt/.jsonl files and folders.
+pipeline needs no network), or the user's .txt/.jsonl files and folders. Chat and prompt/completion JSONL
+(`data.format`, or detected) is kept as records, not documents: split as they are, validated and rendered by
+the tokenize stage (`data.chat_data`).
 """
 
 from __future__ import annotations
@@ -11,10 +13,10 @@ import json
 import random
 import re
 import unicodedata
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from model_foundry.config import BUILTIN_CORPUS, DataConfig
 from model_foundry.errors import FoundryError
@@ -270,13 +272,198 @@ def read_split(path: Path) -> list[str]:
         return [json.loads(line)["text"] for line in f]
 
 
+# --- JSONL records (chat, prompt/completion or text; `data.chat_data` validates and renders them) ----------
+
+DataFormat = Literal["text", "chat", "prompt_completion"]
+FORMATS: tuple[DataFormat, ...] = ("text", "chat", "prompt_completion")
+KEYS: dict[DataFormat, tuple[str, ...]] = {
+    "chat": ("messages",),
+    "prompt_completion": ("prompt", "completion"),
+    "text": ("text",),
+}
+
+
+@dataclass
+class JsonlRecord:
+    """One non-blank JSONL line: its number (1-based) and value (None with `error` when not valid JSON);
+    `raw`: the line as read (without its line break), which the import stage writes back unchanged."""
+
+    line: int
+    value: Any
+    error: str | None = None
+    raw: str = field(default="", repr=False)
+
+
+def read_jsonl(path: Path, norm: Normalisation | None = None) -> list[JsonlRecord]:
+    """The non-blank lines of a JSONL file, parsed (a line that is not JSON keeps its error, to be counted).
+
+    Decoding as for corpus files (`data.corpus.decode_text`: UTF-8, byte-order marks honoured). Raises
+    FoundryError for an unreadable file or another encoding.
+    """
+    norm = norm if norm is not None else Normalisation()
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise FoundryError(f"Cannot read {path}: {e.strerror}.", "Check data.source.") from None
+    text = decode_text(path, data, norm)
+    records = []
+    for lineno, line in enumerate(text.split("\n"), 1):  # LF only: U+2028 is valid inside JSON strings
+        if not line.strip():
+            continue
+        line = line.removesuffix("\r")  # CRLF files
+        try:
+            records.append(JsonlRecord(lineno, json.loads(line), raw=line))
+        except json.JSONDecodeError as e:
+            records.append(JsonlRecord(lineno, None, f"not valid JSON ({e.msg})", raw=line))
+    return records
+
+
+def kinds_of(value: Any) -> set[DataFormat]:
+    """The formats whose keys a record has (none for a value that is not a JSON object)."""
+    if not isinstance(value, dict):
+        return set()
+    return {fmt for fmt, keys in KEYS.items() if any(k in value for k in keys)}
+
+
+def jsonl_format(
+    records: Sequence[JsonlRecord], text_field: str = "text", source: str = "the data"
+) -> DataFormat:
+    """The format of a corpus file for `data.format: auto`: chat or prompt_completion when its records have
+    those keys (messages; prompt/completion), else text (read by the text path with `text_field`, which
+    reports its own errors).
+
+    Raises FoundryError when a file mixes chat, prompt/completion and text (`text_field`) records.
+    """
+    seen: dict[str, list[int]] = {}
+    for rec in records:
+        kinds: set[str] = {fmt for fmt in kinds_of(rec.value) if fmt != "text"}
+        if isinstance(rec.value, dict) and text_field in rec.value:
+            kinds.add("text")
+        for fmt in kinds:
+            seen.setdefault(fmt, []).append(rec.line)
+    structured = [fmt for fmt in FORMATS if fmt != "text" and fmt in seen]
+    if not structured:
+        return "text"
+    if len(seen) == 1:
+        return structured[0]
+    mixed = "; ".join(
+        f"{fmt} ({len(lines)} records, lines {', '.join(map(str, lines[:3]))})" for fmt, lines in seen.items()
+    )
+    raise FoundryError(
+        f"{source} mixes record formats: {mixed}.",
+        "Use one format per file, or set data.format (text, chat or prompt_completion) so the others are "
+        "counted as bad records.",
+    )
+
+
+# --- chat and prompt/completion corpora (records kept as they are; the tokenize stage renders them) ---------
+
+
+def read_records(cfg: DataConfig, norm: Normalisation) -> tuple[str, list[JsonlRecord]]:
+    """(format, records) of the configured sources: "text" and no records for a plain-text corpus (read by
+    `load_documents`), else "chat" or "prompt_completion" and every non-blank line of the .jsonl files in
+    source order (invalid JSON included: the tokenize stage counts it).
+
+    data.format text reads nothing here; auto detects each .jsonl file's format (`chat_data.jsonl_format`);
+    .txt files and the builtin corpus are text. Raises FoundryError when text and chat/prompt_completion
+    sources are mixed, or data.format names chat or prompt_completion for a plain-text source.
+    """
+    if cfg.format == "text":
+        return "text", []
+    sources = cfg.source if isinstance(cfg.source, list) else [cfg.source]
+    by_format: dict[str, list[str]] = {}
+    records: list[JsonlRecord] = []
+    for source in sources:
+        files = [] if source == BUILTIN_CORPUS else _files(source)
+        if source == BUILTIN_CORPUS:
+            by_format.setdefault("text", []).append(source)
+        for f in files:
+            if f.suffix == ".txt":
+                by_format.setdefault("text", []).append(str(f))
+                continue
+            file_records = read_jsonl(f, norm)
+            kind = jsonl_format(file_records, cfg.text_field, str(f)) if cfg.format == "auto" else cfg.format
+            by_format.setdefault(kind, []).append(str(f))
+            records.extend(file_records)
+    if set(by_format) == {"text"}:
+        if cfg.format != "auto":
+            raise FoundryError(
+                f"data.format is {cfg.format}, but data.source is plain text ({by_format['text'][0]}).",
+                'Point data.source at .jsonl files of chat records ({"messages": [...]}) or prompt/'
+                'completion records ({"prompt": ..., "completion": ...}), or set data.format: text.',
+            )
+        return "text", []
+    if len(by_format) > 1:
+        kinds = "; ".join(f"{fmt}: {', '.join(files[:3])}" for fmt, files in sorted(by_format.items()))
+        raise FoundryError(
+            f"data.source mixes plain-text and chat/instruction files ({kinds}).",
+            "Fine-tune on one kind of data: point data.source at the chat (or prompt/completion) .jsonl "
+            "files only, or at the plain text only.",
+        )
+    fmt = next(iter(by_format))
+    if not records:
+        raise FoundryError(
+            f"The corpus {cfg.source!r} is empty (no {fmt} records).",
+            "Add records to the files, or point data.source elsewhere.",
+        )
+    return fmt, records
+
+
+def split_records(
+    records: list[JsonlRecord], val_fraction: float, seed: int
+) -> tuple[list[JsonlRecord], list[JsonlRecord]]:
+    """Shuffle with `seed`, hold out `val_fraction` of the records (at least one, and one left to train).
+
+    Raises FoundryError for fewer than two records."""
+    if len(records) < 2:
+        raise FoundryError(
+            f"The corpus has {len(records)} record, too few to split into train and validation.",
+            "Add records: at least two (one for each split).",
+        )
+    order = list(range(len(records)))
+    random.Random(seed).shuffle(order)
+    n_val = min(len(records) - 1, max(1, round(len(records) * val_fraction)))
+    return [records[i] for i in sorted(order[n_val:])], [records[i] for i in sorted(order[:n_val])]
+
+
+def write_records(records: list[JsonlRecord], path: Path) -> dict[str, int]:
+    """Write the records' lines as they were read (invalid JSON too, for the tokenize stage to count).
+
+    Returns records, invalid_json (lines that are not JSON), and documents (= records), characters and bytes
+    of the lines, as `write_split` reports them for text."""
+    text = "".join(r.raw + "\n" for r in records)
+    path.write_text(text, encoding="utf-8", newline="")
+    return {
+        "records": len(records),
+        "invalid_json": sum(r.error is not None for r in records),
+        "documents": len(records),
+        "characters": len(text),
+        "bytes": len(text.encode()),
+    }
+
+
+def corpus_format(corpus: Path) -> str:
+    """The format the import stage recorded in `corpus`/stats.json: text (also for older corpora), chat or
+    prompt_completion."""
+    stats = corpus / "stats.json"
+    return str(json.loads(stats.read_text()).get("format", "text")) if stats.is_file() else "text"
+
+
 def import_corpus(cfg: DataConfig, out: Path) -> dict[str, Any]:
     """Write `train.jsonl`, `val.jsonl` and `stats.json` into `out` (a folder written whole or not at all).
 
-    stats.json holds documents/characters/bytes per split and what reading normalised (`Normalisation`).
+    Plain text: the documents, normalised, one {"text": ...} a line; stats.json holds documents/characters/
+    bytes per split and what reading normalised (`Normalisation`). Chat or prompt/completion data
+    (`read_records`): the records' lines unchanged (the tokenize stage validates and renders them), split by
+    data.seed and data.val_fraction; stats.json adds "format" and holds records/invalid_json/bytes per split.
+    Raises FoundryError for a missing, mixed, unreadable or too small corpus.
     """
     from model_foundry.io import atomic_dir
 
+    read = Normalisation()
+    fmt, records = read_records(cfg, read)
+    if fmt != "text":
+        return _import_records(cfg, fmt, records, read, out)
     norm = Normalisation()
     train, val = split_documents(load_documents(cfg, norm), cfg.val_fraction, cfg.seed)
     with atomic_dir(out) as tmp:
@@ -289,4 +476,22 @@ def import_corpus(cfg: DataConfig, out: Path) -> dict[str, Any]:
     changed = {k: v for k, v in norm.as_dict().items() if v and k != "files"}
     if changed:
         print(f"note: normalised on read: {', '.join(f'{k} {v}' for k, v in changed.items())}")
+    return stats
+
+
+def _import_records(
+    cfg: DataConfig, fmt: str, records: list[JsonlRecord], norm: Normalisation, out: Path
+) -> dict[str, Any]:
+    from model_foundry.io import atomic_dir
+
+    train, val = split_records(records, cfg.val_fraction, cfg.seed)
+    with atomic_dir(out) as tmp:
+        stats: dict[str, Any] = {
+            "format": fmt,
+            "train": write_records(train, tmp / "train.jsonl"),
+            "val": write_records(val, tmp / "val.jsonl"),
+            "normalisation": norm.as_dict(),
+        }
+        write_json(tmp / "stats.json", stats, atomic=False)
+    print(f"{fmt} corpus: {len(train)} train / {len(val)} val records (validated at tokenize)")
     return stats

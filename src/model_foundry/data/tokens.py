@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -21,6 +21,8 @@ if TYPE_CHECKING:  # torch and transformers only when a function needs them
     import torch
     from tokenizers import Tokenizer
     from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+    from model_foundry.data.chat_data import PackedWindows
 
 META_NAME = "meta.json"
 TOKENIZER_DIR = "tokenizer"
@@ -76,6 +78,48 @@ def encode_documents(
     return n
 
 
+class WindowSource(Protocol):
+    """Where training and validation windows come from: `draw(batch_size, length, generator)` → (batch_size,
+    length) int64 windows at seeded random places (the collator turns them into inputs and labels)."""
+
+    def draw(self, batch_size: int, length: int, generator: torch.Generator | None) -> torch.Tensor: ...
+
+
+@dataclass
+class TokenStream:
+    """Packed plain text: one flat array of token ids; windows start anywhere (`random_windows`)."""
+
+    tokens: np.ndarray
+
+    def draw(self, batch_size: int, length: int, generator: torch.Generator | None) -> torch.Tensor:
+        return random_windows(self.tokens, batch_size, length, generator)
+
+
+@dataclass
+class PackedSource:
+    """Packed chat windows as a `WindowSource`: whole windows at seeded random indices, in the joined
+    ids/mask encoding `chat_collator.MaskedCausalCollator` reads."""
+
+    windows: PackedWindows
+
+    def draw(self, batch_size: int, length: int, generator: torch.Generator | None) -> torch.Tensor:
+        """(batch_size, length) int64; FoundryError when `length` is not the packed window (train.block_size
+        changed since the tokenize stage packed the data)."""
+        window = int(self.windows.ids.shape[1])
+        if length != window:
+            raise FoundryError(
+                f"The chat data is packed into windows of {window} tokens (block_size {window - 1}), but "
+                f"training asks for windows of {length} (block_size {length - 1}).",
+                "Run the tokenize stage again after changing train.block_size (dvc repro does).",
+            )
+        return self.windows.draw(batch_size, generator)
+
+
+def as_source(data: WindowSource | np.ndarray) -> WindowSource:
+    """A flat token array becomes a `TokenStream`; a source is returned as it is."""
+    return TokenStream(data) if isinstance(data, np.ndarray) else data
+
+
 @dataclass
 class TokenizedData:
     """The tokenize stage's output folder: train.bin, val.bin, meta.json and tokenizer/."""
@@ -94,6 +138,49 @@ class TokenizedData:
 
     def tokens(self, split: str) -> np.ndarray:
         return np.memmap(self.root / f"{split}.bin", dtype=np.dtype(self.meta["dtype"]), mode="r")
+
+    @property
+    def packed(self) -> bool:
+        """Whether the splits are packed chat/prompt-completion windows with loss masks (`data.chat_data`)."""
+        return self.meta.get("layout") == "windows"
+
+    def packed_windows(self, split: str) -> PackedWindows:
+        """The packed windows of `split` (ids and mask, each (n, window)); FoundryError for plain text."""
+        from model_foundry.data.chat_data import PackedWindows
+
+        if not self.packed:
+            raise FoundryError(f"{self.root} holds plain text, not packed windows.", "Use tokens(split).")
+        return PackedWindows.open(self.root, split, self.meta)
+
+    def windows(self, split: str) -> WindowSource:
+        """The training windows of `split` ("train" or "val"): a `TokenStream` over plain text, or a
+        `PackedSource` over packed chat windows (ids and loss mask joined: `chat_data.join_windows`)."""
+        if self.packed:
+            return PackedSource(self.packed_windows(split))
+        return TokenStream(self.tokens(split))
+
+    def check_objective(self, objective: str) -> None:
+        """Raise FoundryError when this data cannot train `objective` (packed chat data is causal only)."""
+        if self.packed and objective != "causal_lm":
+            raise FoundryError(
+                f"{self.root} holds {self.meta.get('format', 'chat')} data, which trains causal language "
+                f"models (loss on the assistant's tokens), but the objective is {objective}.",
+                "Set train.objective: causal_lm (a causal model), or train masked_lm on plain text "
+                "(data.format: text).",
+            )
+
+    def collator(self, objective: str, tokenizer: PreTrainedTokenizerBase, mlm_probability: float) -> Any:
+        """The collator that turns this data's windows into (inputs, labels) for `objective`: the objective's
+        own for plain text (`collators.make_collator`), `MaskedCausalCollator` (loss on the trained tokens
+        only) for packed chat data. Raises FoundryError for masked_lm on chat data."""
+        self.check_objective(objective)
+        if self.packed:
+            from model_foundry.data.chat_collator import MaskedCausalCollator
+
+            return MaskedCausalCollator()
+        from model_foundry.data.collators import make_collator
+
+        return make_collator(objective, tokenizer, mlm_probability)
 
     @property
     def tokenizer_dir(self) -> Path:

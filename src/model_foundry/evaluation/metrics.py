@@ -11,6 +11,7 @@ model that ignores context would score.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,6 +21,9 @@ from model_foundry.adapters.base import BaseAdapter
 from model_foundry.data.tokens import sequential_windows
 from model_foundry.evaluation.finite import safe_exp
 from model_foundry.training.device import Runtime
+
+if TYPE_CHECKING:
+    from model_foundry.data.chat_data import PackedWindows
 
 
 @torch.no_grad()
@@ -79,3 +83,72 @@ def unigram_baseline(
         "perplexity": math.exp(loss),
         "bits_per_byte": loss / (math.log(2) * bytes_per_token),
     }
+
+
+@torch.no_grad()
+def packed_causal_metrics(
+    adapter: BaseAdapter, windows: PackedWindows, batch_size: int, max_batches: int, runtime: Runtime
+) -> dict[str, float | int | str]:
+    """Next-token loss of `adapter` on the trained (assistant/completion) tokens of packed chat windows.
+
+    The windows (n, L) are scored in order, batch_size a batch, at most max_batches batches: inputs [:-1],
+    targets [1:] where the target's loss mask is 1 (`chat_collator.MaskedCausalCollator`), so prompts, user
+    turns, template markup and padding are not scored. Returns val_loss (mean nats per trained target,
+    summed in fp32), perplexity (exp(val_loss); inf when it overflows), tokens_scored, windows_scored and a
+    note. No bits per byte: the scored tokens are not a contiguous text. Raises FoundryError when no
+    trained target is scored (nothing to average).
+    """
+    from model_foundry.data.chat_collator import MaskedCausalCollator
+    from model_foundry.data.chat_data import join_windows
+    from model_foundry.data.collators import IGNORE_INDEX
+    from model_foundry.errors import FoundryError
+
+    adapter.model.eval()
+    collate = MaskedCausalCollator()
+    n = min(len(windows), batch_size * max_batches)
+    total_nats, n_targets = 0.0, 0
+    for start in range(0, n, batch_size):
+        rows = slice(start, min(start + batch_size, n))
+        x, y = collate(join_windows(windows.ids[rows], windows.mask[rows]))
+        x, y = x.to(runtime.device), y.to(runtime.device)
+        with runtime.autocast():
+            logits = adapter.logits(x)
+        nats = F.cross_entropy(
+            logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+        )
+        total_nats += nats.item()
+        n_targets += int((y != IGNORE_INDEX).sum().item())
+    if n_targets == 0:
+        raise FoundryError(
+            f"The validation windows hold no trained (assistant) token to score ({n} windows).",
+            "Check the tokenize stage's report: the validation split needs usable records.",
+        )
+    loss = total_nats / n_targets
+    return {
+        "val_loss": loss,
+        "perplexity": safe_exp(loss),
+        "tokens_scored": n_targets,
+        "windows_scored": n,
+        "note": ASSISTANT_NOTE,
+    }
+
+
+ASSISTANT_NOTE = (
+    "chat/prompt_completion data: loss and perplexity over the trained (assistant/completion) tokens only; "
+    "no bits per byte"
+)
+
+
+def trained_targets(windows: PackedWindows) -> np.ndarray:
+    """The ids of the trained targets of packed windows (mask 1, first column excluded: never predicted)."""
+    return np.asarray(windows.ids[:, 1:][np.asarray(windows.mask[:, 1:], dtype=bool)], dtype=np.int64)
+
+
+def masked_unigram_baseline(train: PackedWindows, val: PackedWindows, vocab_size: int) -> dict[str, float]:
+    """`unigram_baseline` over the trained targets only: add-one-smoothed frequencies of the train split's
+    trained tokens, scored on the validation split's trained targets. Returns val_loss (nats per token) and
+    perplexity; no bits per byte."""
+    counts = np.bincount(trained_targets(train), minlength=vocab_size).astype(np.float64) + 1.0
+    logp = np.log(counts / counts.sum())
+    loss = float(-logp[trained_targets(val)].mean())
+    return {"val_loss": loss, "perplexity": safe_exp(loss)}

@@ -57,6 +57,7 @@ __all__ = [
     "describe_weights",
     "first_line",
     "inherit",
+    "is_adapter_only",
     "load_adapter",
     "load_tokenizer",
     "model_metadata",
@@ -241,16 +242,16 @@ def weights_tag(metadata: dict[str, Any]) -> str | None:
 def parent_record(parent_dir: str | Path, name: str | None = None) -> dict[str, Any]:
     """`parent` of metadata.json for a model derived from the folder `parent_dir`: {name, sha256}.
 
-    sha256 is the DVC checksum of the parent folder (md5 `<hex>.dir`, DVC 3's directory hash) when the folder
-    is DVC-tracked (an output in dvc.lock or a `.dvc` file beside it), else the weights tag of its metadata
-    (None for a scratch model's config-only folder). `name` defaults to the folder's model_name.
+    sha256 is DVC's checksum of the parent folder (md5 `<hex>.dir`, DVC 3's directory hash over every file in
+    it), computed here whether or not DVC tracks the folder, so it does not depend on what dvc.lock lists at
+    the moment; for a DVC-tracked folder it equals the md5 dvc.lock / its .dvc file records. `name` defaults
+    to the folder's model_name.
     """
-    from model_foundry.registry.dvc import dvc_md5, is_dvc_tracked
+    from model_foundry.registry.dvc import dvc_md5
 
     parent_dir = Path(parent_dir)
     _, meta = read_model_info(parent_dir)
-    checksum = dvc_md5(parent_dir) if is_dvc_tracked(parent_dir) else weights_tag(meta)
-    return {"name": name or meta.get("model_name") or parent_dir.name, "sha256": checksum}
+    return {"name": name or meta.get("model_name") or parent_dir.name, "sha256": dvc_md5(parent_dir)}
 
 
 # --- loading -----------------------------------------------------------------------------------------------
@@ -263,9 +264,18 @@ def load_adapter(path: str | Path, device: str | torch.device = "cpu", verify: b
     and (when `verify`) weights that differ from the sha256 metadata.json records are refused with
     FoundryError, before loading. Also FoundryError: not a model folder, an unknown architecture, a folder
     without weights (a scratch model before the train stage), weights that do not match config.json.
+
+    A LoRA run's folder without merged weights (`train.merge: false`: metadata.json, tokenizer, `adapter/`)
+    loads its parent `project_root()/models/<parent.name>` (checked the same way) with the adapter applied
+    unmerged and frozen (`adapters.lora.load_lora_adapter`), and the folder's own tokenizer. When `verify`,
+    adapter/adapter_model.safetensors is compared with metadata.json's `training.adapter_sha256` (if there).
+    FoundryError when the parent is missing, the adapter differs from its sha256, or it does not fit the
+    parent.
     """
     from model_foundry.adapters import get_spec
 
+    if is_adapter_only(path):
+        return _load_adapter_only(Path(path), device, verify)
     config, meta = read_model_info(path)
     spec = get_spec(meta.get("architecture") or config.get("architecture"))
     if not any(Path(path).glob("*.safetensors")):  # model.safetensors or shards
@@ -274,3 +284,55 @@ def load_adapter(path: str | Path, device: str | torch.device = "cpu", verify: b
         )
     check_model_folder(path, verify=verify)
     return spec.adapter_cls().load_checkpoint(path, spec, device=device)
+
+
+ADAPTER_DIR = "adapter"  # a LoRA run's PEFT-format adapter (adapter_config.json + adapter_model.safetensors)
+
+
+def is_adapter_only(path: str | Path) -> bool:
+    """Whether `path` is a LoRA run's folder without merged weights: `adapter/adapter_config.json` and no
+    `*.safetensors` at the top level (`train.merge: false`)."""
+    path = Path(path)
+    return (path / ADAPTER_DIR / "adapter_config.json").is_file() and not any(path.glob("*.safetensors"))
+
+
+def _load_adapter_only(path: Path, device: str | torch.device, verify: bool) -> BaseAdapter:
+    """The parent model folder named by metadata.json `parent.name`, with `path/adapter` applied unmerged."""
+    from model_foundry.adapters.lora import load_lora_adapter, lora_info, merge
+    from model_foundry.model_folder.checks import check_metadata
+    from model_foundry.project import project_root
+
+    if not (path / METADATA_NAME).is_file():
+        raise FoundryError(
+            f"{path} holds a LoRA adapter but no {METADATA_NAME} naming its base model.",
+            restore_hint(path / METADATA_NAME),
+        )
+    meta = read_json_object(path / METADATA_NAME)
+    check_metadata(meta, str(path / METADATA_NAME))
+    want = (meta.get("training") or {}).get("adapter_sha256")
+    weights = path / ADAPTER_DIR / "adapter_model.safetensors"
+    if verify and isinstance(want, str) and weights.is_file() and (got := sha256_file(weights)) != want:
+        raise FoundryError(
+            f"{weights} is damaged: its sha256 {got[:12]}… differs from the {want[:12]}… recorded in "
+            "metadata.json (training.adapter_sha256) when the model was written.",
+            restore_hint(path / ADAPTER_DIR) + " (--no-verify skips this check.)",
+        )
+    name = (meta.get("parent") or {}).get("name")
+    if not isinstance(name, str) or not name:
+        raise FoundryError(
+            f"{path / METADATA_NAME} names no parent model for the adapter in {path / ADAPTER_DIR}.",
+            restore_hint(path / METADATA_NAME),
+        )
+    parent = project_root() / "models" / name
+    if not parent.is_dir():
+        raise FoundryError(
+            f"{path} holds only a LoRA adapter, and its base model {name} is missing ({parent}).",
+            f"Restore it (`dvc checkout models/{name}`, or `dvc repro` the stage that writes it), or re-run "
+            "the LoRA training with train.merge: true to keep merged weights in the folder.",
+        )
+    adapter = load_adapter(parent, device=device, verify=verify)
+    if lora_info(adapter) is not None:  # the parent is itself adapter-only: fold its adapter in first
+        merge(adapter)
+    load_lora_adapter(adapter, path / ADAPTER_DIR, trainable=False)
+    adapter.tokenizer = load_tokenizer(path, required=False) or adapter.tokenizer
+    return adapter

@@ -37,6 +37,19 @@ def _causal(params: Params, adapter: BaseAdapter, data: TokenizedData, runtime: 
     return metrics
 
 
+def _packed(params: Params, adapter: BaseAdapter, data: TokenizedData, runtime: Runtime) -> dict[str, Any]:
+    """Chat/prompt-completion data: `evaluation.metrics.packed_causal_metrics` over the trained tokens of the
+    validation windows, plus the unigram baseline over the same tokens (no bits per byte for either)."""
+    from model_foundry.evaluation.metrics import masked_unigram_baseline, packed_causal_metrics
+
+    ev = params.evaluate
+    val = data.packed_windows("val")
+    metrics: dict[str, Any] = packed_causal_metrics(adapter, val, ev.batch_size, ev.max_batches, runtime)
+    metrics["data_format"] = data.meta.get("format", "chat")
+    metrics["unigram"] = masked_unigram_baseline(data.packed_windows("train"), val, data.vocab_size)
+    return metrics
+
+
 def _masked(params: Params, adapter: BaseAdapter, data: TokenizedData, runtime: Runtime) -> dict[str, Any]:
     """`evaluation.masked.masked_metrics` on the validation split, plus the unigram baseline."""
     from model_foundry.evaluation.masked import masked_metrics
@@ -81,6 +94,9 @@ def run(
     both with "unigram": the same loss, perplexity and bits per byte of a context-free model
     (`evaluation.metrics.unigram_baseline`). At most evaluate.max_batches batches of evaluate.batch_size
     windows of train.block_size tokens are scored.
+    Chat/prompt_completion data (packed windows with loss masks): val_loss, perplexity, tokens_scored,
+    windows_scored over the assistant/completion tokens only, a `note` saying so, `data_format`, and the
+    unigram baseline over the same tokens; no bits_per_byte (`evaluation.metrics.packed_causal_metrics`).
 
     The metrics go to every MLflow training run that produced these exact weights (found by their sha256,
     `model_folder.weights_tag`), or to a new run when none did. `verify` checks the weights against the
@@ -98,7 +114,11 @@ def run(
     adapter = load_adapter(model_dir, device=runtime.device, verify=verify)  # damaged files: FoundryError
     require_finite_weights(adapter.model, model_dir)
     data = TokenizedData.open(data_dir)
-    metrics = EVALUATORS[cfg.objective](params, adapter, data, runtime)
+    if data.packed:
+        data.check_objective(cfg.objective)  # masked_lm on chat data: FoundryError with a hint
+        metrics = _packed(params, adapter, data, runtime)
+    else:
+        metrics = EVALUATORS[cfg.objective](params, adapter, data, runtime)
     require_finite_metrics(metrics, model_dir)
     write_json(metrics_out, metrics)
 

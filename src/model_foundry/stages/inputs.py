@@ -1,11 +1,12 @@
 """inputs stage: validate params.yaml and fingerprint every input the pipeline reads from outside the repo's
 stage outputs, so DVC re-runs exactly the stages whose inputs changed.
 
-dvc.yaml cannot list a dependency that only some params name (a local `source:` folder, `data.source` files,
-a `tokenizer_override` folder), so this stage runs on every `dvc repro` (`always_changed: true`) and writes
-one small JSON file per kind of input with the content hash of what the params name. The stages that read an
-input depend on its file: when the input's bytes change, so does the file, and DVC re-runs them; when nothing
-changed, the files keep their bytes and nothing downstream runs.
+dvc.yaml cannot list a dependency that only some params name (a local `source:` folder, a repo model
+`source: model:<name>`, `data.source` files, a `tokenizer_override` folder), so this stage runs on every
+`dvc repro` (`always_changed: true`) and writes one small JSON file per kind of input with the content hash
+of what the params name. The stages that read an input depend on its file: when the input's bytes change,
+so does the file, and DVC re-runs them; when nothing changed, the files keep their bytes and nothing
+downstream runs.
 
 The files hold the paths as written in params.yaml (never absolute paths), so two clones fingerprint alike.
 Hashing is sha256; a folder's hash covers its files' relative paths and bytes. Hashes are cached by path,
@@ -84,13 +85,25 @@ def model_inputs(params: Params, cache: HashCache) -> dict[str, Any]:
 
     A Hub source is recorded as written (id and revision, no network): pin `revision:` to a commit sha for a
     source that cannot move; a branch that moves on the Hub is picked up only by `dvc repro -f -s import`.
+    A repo model (`source: model:<name>`) is the folder `models/<name>/` of the project root (also from
+    DVC's temp experiment copies), fingerprinted like a local folder and recorded by its relative path
+    ("folder": "models/<name>"), so import and convert re-run exactly when the parent's bytes change.
+    Raises FoundryError when that folder is missing (hint: the entry that produces it, or how to restore it).
     """
     from model_foundry.hub.sources import FolderSource, parse_source
+    from model_foundry.stages.ingest import MODELS_DIR, find_repo_model
 
     entry = params.model
     record: dict[str, Any] = {"model_name": params.model_name, "source": entry.source}
     if entry.is_scratch:
         return {**record, "kind": "scratch"}
+    if entry.parent_model is not None:
+        folder = find_repo_model(entry, params.catalog)
+        return {
+            **record,
+            "folder": f"{MODELS_DIR}/{entry.parent_model}",
+            **path_fingerprint(folder, cache),
+        }
     parsed = parse_source(entry.source, entry.revision)
     if isinstance(parsed, FolderSource):
         return {**record, **path_fingerprint(parsed.path, cache)}

@@ -15,13 +15,19 @@ and the MLflow run ends FAILED.
 from __future__ import annotations
 
 import dataclasses
+import shutil
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from model_foundry import tracking
-from model_foundry.config import Params
+from model_foundry.config import Params, TrainConfig
 from model_foundry.errors import FoundryError
+from model_foundry.model_folder import model_metadata
+
+if TYPE_CHECKING:
+    from model_foundry.adapters.lora import LoRAInfo
 
 
 def resolve_vocab_size(configured: int, tokenizer_size: int, where: str) -> int:
@@ -56,9 +62,13 @@ def build_adapter(model_dir: Path, tokenizer_size: int, seed: int, verify: bool 
 
     from model_foundry.adapters import get_spec
     from model_foundry.adapters.scratch import ScratchAdapter
-    from model_foundry.model_folder import CONFIG_NAME, load_adapter, read_model_info
+    from model_foundry.model_folder import CONFIG_NAME, is_adapter_only, load_adapter, read_model_info
 
     model_dir = Path(model_dir)
+    if is_adapter_only(model_dir):  # a LoRA output without merged weights: train on the merged model
+        from model_foundry.adapters.lora import merge
+
+        return merge(load_adapter(model_dir, verify=verify)), True
     config, meta = read_model_info(model_dir)  # not a model folder: FoundryError
     spec = get_spec(meta.get("architecture") or config.get("architecture"))
     torch.manual_seed(seed)
@@ -109,28 +119,42 @@ def run(
     logs_dir: Path = Path("logs"),
     progress: bool = True,
     verify: bool = True,
+    resume_from: Path | None = None,
 ) -> dict[str, Any]:
     """Train the model of `model_dir` on `data_dir`, save it to `out`, the loss plots to `plots_dir` and the
-    timing to `logs_dir`; returns the summary (final losses, tokens/s, seconds, MLflow run id, parameters).
+    timing to `logs_dir`; returns the summary (final losses, tokens/s, seconds, MLflow run id, parameters,
+    the step resumed from or None).
 
-    Raises FoundryError for missing or damaged inputs, a model that does not fit the data or settings, and
-    a diverged run (nothing is written then).
+    `train.method`: full trains every weight; lora trains peft adapters on the frozen model and writes the
+    merged model plus `adapter/` (`save_lora_output`). Checkpoints go to `<project root>/checkpoints/<out
+    name>/` every `train.checkpoint_interval` steps and on SIGINT/SIGTERM (then training stops, nothing is
+    saved to `out`, and FoundryError says how to continue); `train.resume: auto` continues from a matching
+    one (`training.resume`), `resume_from` from that checkpoint (which must match). The checkpoints are
+    deleted once the model is saved. The MLflow run of a resumed checkpoint continues (same run id): steps
+    between the checkpoint and the interruption are logged twice, with the same values (resume is exact).
+
+    Raises FoundryError for missing or damaged inputs, a model that does not fit the data or settings, LoRA
+    on a model without trained weights, a checkpoint that does not match (with `resume_from`), a stop by
+    signal, and a diverged run (nothing is written then).
     """
-    from model_foundry.data.collators import make_collator
     from model_foundry.data.tokenizer_training import check_tokenizer_fits
     from model_foundry.data.tokens import TokenizedData
     from model_foundry.evaluation.finite import nonfinite_parameters
-    from model_foundry.model_folder import (
-        load_tokenizer,
-        model_metadata,
-        parent_record,
-        read_model_info,
-        weights_tag,
-    )
+    from model_foundry.model_folder import load_tokenizer, parent_record, read_model_info, weights_tag
+    from model_foundry.project import project_root
+    from model_foundry.registry.dvc import dvc_md5
     from model_foundry.training import report
+    from model_foundry.training.checkpoint import CheckpointHook, load_checkpoint, read_sidecar
     from model_foundry.training.device import Runtime
     from model_foundry.training.hooks import MetricsLog, ProgressBar
     from model_foundry.training.loop import raise_diverged, train
+    from model_foundry.training.resume import (
+        RunIdentity,
+        checkpoint_root,
+        explicit_checkpoint,
+        params_digest,
+        resumable_checkpoint,
+    )
     from model_foundry.training.state import TrainState
 
     cfg = params.train
@@ -142,25 +166,74 @@ def run(
     adapter, loaded = build_adapter(model_dir, data.vocab_size, cfg.seed, verify)
     check_fits_model(adapter, cfg.objective, cfg.block_size, data.vocab_size)
     adapter.tokenizer = tokenizer
-    collator = make_collator(cfg.objective, tokenizer, cfg.mlm_probability)
+    collator = data.collator(cfg.objective, tokenizer, cfg.mlm_probability)
     _, base_meta = read_model_info(model_dir)
     base_name = base_meta.get("model_name") or model_dir.name
     fine_tuned_from = base_name if loaded else None  # a scratch model starts from a config, not weights
     parent = parent_record(model_dir)
+    lora = _apply_method(adapter, cfg, loaded, model_dir)
+    total_parameters = adapter.num_parameters()
+    if cfg.gradient_checkpointing:
+        adapter.enable_gradient_checkpointing()
+    identity = RunIdentity(out.name, cfg.method, parent["sha256"], params_digest(params), dvc_md5(data_dir))
+    state = TrainState.create(adapter, cfg, runtime)
+    root = checkpoint_root(project_root(), out.name)
+    start = None
+    if resume_from is not None:
+        start = explicit_checkpoint(resume_from)
+    elif cfg.resume == "auto":
+        start = resumable_checkpoint(root, identity, state, _note)
+    run_id = tracking.existing_run(read_sidecar(start).get("mlflow_run_id")) if start else None
     architecture = adapter.spec.name
     tags = tracking.standard_tags(out.name, architecture, fine_tuned_from, "train")
     run_name = tags.get("dvc_exp_name") or out.name
-    with tracking.start_run(run_name, tags) as tracker:
-        tracker.log_params(
-            {**params.flat(), "parameters": adapter.num_parameters(), "runtime": runtime.describe()}
-        )
-        print(f"training {out.name}: {adapter.num_parameters():,} parameters on {runtime.describe()}")
-        state = TrainState.create(adapter, cfg, runtime)
-        hooks = [ProgressBar(progress), MetricsLog(tracker.log)]
-        result = train(state, data.tokens("train"), data.tokens("val"), cfg, collator, runtime, hooks)
+    with tracking.start_run(run_name, tags, run_id=run_id) as tracker:
+        tracker.set_tags(lineage_tags(identity, fine_tuned_from, lora))
+        if run_id is None:  # a continued run has its params already
+            tracker.log_params(
+                {**params.flat(), "parameters": total_parameters, "runtime": runtime.describe()}
+            )
+        print(f"training {out.name}: {total_parameters:,} parameters on {runtime.describe()}")
+        if lora is not None:
+            print(lora.describe())
+        resumed = None
+        if start is not None:
+            load_checkpoint(start, state, identity.as_dict())
+            resumed = state.step
+            print(
+                f"resuming from {start} (step {state.step} of {cfg.steps}); MLflow run {tracker.run_id} "
+                "continues"
+            )
+        sidecar = {**identity.as_dict(), "mlflow_run_id": tracker.run_id}
+        with CheckpointHook(
+            root, cfg.checkpoint_interval, cfg.keep_checkpoints, sidecar, before_save=tracker.flush
+        ) as checkpoints:
+            hooks = [ProgressBar(progress), MetricsLog(tracker.log), checkpoints]
+            result = train(state, data.windows("train"), data.windows("val"), cfg, collator, runtime, hooks)
+        if result.stopped:
+            raise FoundryError(
+                f"Training stopped at step {state.step} of {cfg.steps} by a signal; the checkpoint "
+                f"{checkpoints.saved[-1]} holds it. No model was saved to {out}.",
+                "Run the same command again (`dvc repro`, or `dvc exp run` with the same params) to continue "
+                "from it: train.resume: auto picks it up.",
+            )
         if bad := nonfinite_parameters(adapter.model):  # e.g. a last-step gradient overflow, clipping off
             raise_diverged(cfg.steps, f"weights are non-finite ({', '.join(bad[:3])})", cfg)
         final_train, final_val = state.train_history[-1][1], state.val_history[-1][1]
+        training: dict[str, Any] = {
+            "objective": cfg.objective,
+            "method": cfg.method,
+            "steps": cfg.steps,
+            "tokens": state.tokens,
+            "seed": cfg.seed,
+            "tokenizer": data.meta["tokenizer"],
+            "final_train_loss": round(final_train, 6),
+            "final_val_loss": round(final_val, 6),
+            "params_digest": identity.params_digest,
+            "dataset_md5": identity.data_hash,
+        }
+        if lora is not None:
+            training["lora"] = lora_record(cfg, lora)
         metadata = model_metadata(
             out.name,
             architecture,
@@ -169,17 +242,14 @@ def run(
             base_model=base_name,
             model_id=None,
             parent=parent,
-            training={
-                "objective": cfg.objective,
-                "steps": cfg.steps,
-                "tokens": state.tokens,
-                "seed": cfg.seed,
-                "tokenizer": data.meta["tokenizer"],
-                "final_train_loss": round(final_train, 6),
-                "final_val_loss": round(final_val, 6),
-            },
+            training=training,
         )
-        saved = adapter.to("cpu").save_checkpoint(out, metadata)
+        adapter.to("cpu")
+        if lora is None:
+            saved = adapter.save_checkpoint(out, metadata)
+        else:
+            saved = save_lora_output(adapter, out, metadata, base_name, cfg.merge, model_dir)
+        shutil.rmtree(root, ignore_errors=True)  # the model is saved: its checkpoints are spent
         report.write_loss_csvs(Path(plots_dir), state.train_history, state.val_history)
         with tempfile.TemporaryDirectory() as tmp:
             png = report.loss_curve_png(
@@ -202,4 +272,111 @@ def run(
                 tracker.attach_recorded_evaluation(out)
         timing = {"model": out.name, "run_id": tracker.run_id, "runtime": runtime.describe(), **summary}
         report.write_timing(Path(logs_dir), timing)
-    return {**summary, "run_id": tracker.run_id, "parameters": adapter.num_parameters()}
+    return {**summary, "run_id": tracker.run_id, "parameters": total_parameters, "resumed_from": resumed}
+
+
+def default_output(params: Params, model_dir: Path) -> Path:
+    """`foundry train` without --out: `models/<train.output_name>`, else `models/<parent>-<method>` beside the
+    parent folder (`gpt-tiny-trained-lora`). Raises FoundryError when that folder exists (pass --out to
+    replace a folder on purpose) or the name breaks the naming rules."""
+    from model_foundry.naming import check_name
+
+    name = params.train.output_name or f"{Path(model_dir).name}-{params.train.method}"
+    check_name(name, "The output name")
+    out = Path(model_dir).parent / name
+    if out.exists():
+        raise FoundryError(
+            f"The output {out} exists already.",
+            f"Pass --out {out} to replace it, or set train.output_name (or --out) to a new name.",
+        )
+    return out
+
+
+def _note(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def _apply_method(adapter: Any, cfg: TrainConfig, loaded: bool, model_dir: Path) -> LoRAInfo | None:
+    """`train.method: lora`: inject the adapters (only they train) and return what was done; full: None.
+
+    Raises FoundryError for LoRA on a model without trained weights (a scratch config) and for targets
+    peft cannot adapt (`adapters.lora.apply_lora`).
+    """
+    if cfg.method != "lora":
+        return None
+    from model_foundry.adapters.lora import apply_lora
+
+    if not loaded:
+        raise FoundryError(
+            f"train.method = 'lora' adapts trained weights, but {model_dir} holds a {adapter.spec.name} "
+            "config without weights (a scratch model).",
+            "Train it first with train.method: full, then fine-tune the trained model with LoRA: a catalog "
+            "entry with `source: model:<name>-trained` and `train: {method: lora}`.",
+        )
+    return apply_lora(adapter, cfg.lora)
+
+
+def lora_record(cfg: TrainConfig, lora: LoRAInfo) -> dict[str, Any]:
+    """The LoRA settings and counts metadata.json and MLflow record (targets as applied, sorted)."""
+    return {
+        "r": cfg.lora.r,
+        "alpha": cfg.lora.alpha,
+        "dropout": cfg.lora.dropout,
+        "target_modules": lora.targets,
+        "modules_to_save": lora.modules_to_save,
+        "trainable_parameters": lora.trainable,
+        "total_parameters": lora.total,
+    }
+
+
+def lineage_tags(identity: Any, parent: str | None, lora: LoRAInfo | None) -> dict[str, str]:
+    """The MLflow tags that say where a trained model came from (the same facts as its metadata.json)."""
+    tags = {
+        "foundry.parent": parent or "",
+        "foundry.parent_checksum": identity.parent_checksum or "",
+        "foundry.method": identity.method,
+        "foundry.params_digest": identity.params_digest,
+        "foundry.dataset_md5": identity.data_hash,
+    }
+    if lora is not None:
+        tags["foundry.lora_targets"] = ",".join(lora.targets)
+    return tags
+
+
+def save_lora_output(
+    adapter: Any, out: Path, metadata: dict[str, Any], base_name: str, merge: bool, model_dir: Path
+) -> dict[str, Any]:
+    """Write a LoRA run's folder `out` atomically and return its metadata.json.
+
+    `out/adapter/`: the PEFT-format adapter (adapter_config.json + adapter_model.safetensors, canonical bytes,
+    `base_model_name_or_path` = `base_name`), which `peft.PeftModel.from_pretrained(base, out / "adapter")`
+    loads; in a subfolder, because a top-level adapter_config.json makes transformers' from_pretrained treat
+    the folder as an adapter. `merge`: the merged full model beside it in the canonical layout (plain
+    transformers loads it); otherwise metadata.json, config.json (the parent's) and the tokenizer only, and
+    `model_folder.load_adapter` applies the adapter to the parent folder when loading it.
+    """
+    from model_foundry.adapters.lora import ADAPTER_WEIGHTS_NAME, write_lora_files
+    from model_foundry.adapters.lora import merge as merge_lora
+    from model_foundry.io import atomic_dir, sha256_file
+    from model_foundry.model_folder import ADAPTER_DIR, CONFIG_NAME, write_metadata
+
+    with atomic_dir(out) as tmp, tempfile.TemporaryDirectory() as staging:
+        (Path(staging) / ADAPTER_DIR).mkdir()
+        write_lora_files(adapter, Path(staging) / ADAPTER_DIR, base_name)
+        weights = Path(staging) / ADAPTER_DIR / ADAPTER_WEIGHTS_NAME
+        training = {**metadata["training"], "adapter_sha256": sha256_file(weights)}
+        metadata = {**metadata, "training": training}
+        if merge:
+            saved = merge_lora(adapter).save_checkpoint(tmp, metadata)
+        else:
+            shutil.copyfile(model_dir / CONFIG_NAME, tmp / CONFIG_NAME)
+            if adapter.tokenizer is not None:
+                adapter.tokenizer.save_pretrained(str(tmp))
+            info = {"parameters": adapter.num_parameters(), "dtype": _dtype(adapter), "sha256": {}}
+            saved = write_metadata(tmp, metadata, info)
+        shutil.move(str(Path(staging) / ADAPTER_DIR), str(tmp / ADAPTER_DIR))
+    return saved
+
+
+def _dtype(adapter: Any) -> str:
+    return str(next(adapter.model.parameters()).dtype).removeprefix("torch.")

@@ -220,7 +220,7 @@ def check_expected(sidecar: dict[str, Any], expect: dict[str, Any], path: Path) 
             )
 
 
-def _check_files(path: Path, sidecar: dict[str, Any]) -> None:
+def check_files(path: Path, sidecar: dict[str, Any]) -> None:
     files = sidecar.get("files")
     if not isinstance(files, dict) or set(files) != {WEIGHTS_FILE, STATE_FILE}:
         raise FoundryError(
@@ -255,7 +255,7 @@ def load_checkpoint(path: Path, state: TrainState, expect: dict[str, Any]) -> di
     sidecar = read_sidecar(path)
     current = reproducibility(state)
     check_expected(sidecar, {"fused": current["fused"], "threads": current["threads"], **expect}, path)
-    _check_files(path, sidecar)
+    check_files(path, sidecar)
     weights, rest = path / WEIGHTS_FILE, path / STATE_FILE
     try:
         tensors = load_file(str(weights))
@@ -292,12 +292,20 @@ class CheckpointHook(TrainHook):
     Handlers are installed in `on_train_start` (from the main thread only; elsewhere signals are left alone)
     and the previous ones restored in `on_train_end`; using the hook as a context manager around `train`
     restores them when training raises too. `sidecar`: see `save_checkpoint`. `saved`: folders written.
+    `before_save` runs before each save (the train stage flushes MLflow's asynchronous metric logging, so
+    every step up to a checkpoint is recorded before a kill can lose it).
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(
-        self, root: Path, interval: int, keep: int, sidecar: dict[str, Any], handle_signals: bool = True
+        self,
+        root: Path,
+        interval: int,
+        keep: int,
+        sidecar: dict[str, Any],
+        handle_signals: bool = True,
+        before_save: Callable[[], None] | None = None,
     ) -> None:
         if interval < 1 or keep < 1:
             raise FoundryError(
@@ -306,6 +314,7 @@ class CheckpointHook(TrainHook):
             )
         self.root, self.interval, self.keep, self.sidecar = Path(root), interval, keep, sidecar
         self.handle_signals = handle_signals
+        self.before_save = before_save  # e.g. flush metrics logged asynchronously
         self.signalled: int | None = None  # the first signal received
         self.stopping = False  # saved after a signal: training ends after this step
         self.saved: list[Path] = []
@@ -350,6 +359,8 @@ class CheckpointHook(TrainHook):
 
     def save(self, state: TrainState) -> Path:
         """Save `state` now and prune to the last `keep`; returns the folder."""
+        if self.before_save is not None:
+            self.before_save()
         path = save_checkpoint(state, self.root, self.sidecar)
         self.saved.append(path)
         keep_last(self.root, self.keep)

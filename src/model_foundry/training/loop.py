@@ -29,7 +29,7 @@ import torch
 
 from model_foundry.adapters.base import BaseAdapter
 from model_foundry.config import TrainConfig
-from model_foundry.data.tokens import random_windows
+from model_foundry.data.tokens import WindowSource, as_source
 from model_foundry.errors import FoundryError
 from model_foundry.training.device import Runtime
 from model_foundry.training.hooks import TrainHook
@@ -66,15 +66,16 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 @torch.no_grad()
 def estimate_loss(
-    adapter: BaseAdapter, tokens: np.ndarray, cfg: TrainConfig, collator: Any, runtime: Runtime
+    adapter: BaseAdapter, tokens: WindowSource | np.ndarray, cfg: TrainConfig, collator: Any, runtime: Runtime
 ) -> float:
     """Mean loss over `eval_batches` fixed (seeded) windows: the same windows at every evaluation."""
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     was_training = adapter.model.training
     adapter.model.eval()
     losses: list[torch.Tensor] = []
+    source = as_source(tokens)
     for _ in range(cfg.eval_batches):
-        windows = random_windows(tokens, cfg.batch_size, cfg.block_size + collator.extra_tokens, gen)
+        windows = source.draw(cfg.batch_size, cfg.block_size + collator.extra_tokens, gen)
         x, y = collator(windows, gen)
         with runtime.autocast():
             loss = adapter(to_device(x, runtime.device), to_device(y, runtime.device)).loss
@@ -111,8 +112,8 @@ def raise_diverged(step: int, what: str, cfg: TrainConfig) -> None:
 
 def train(
     state: TrainState,
-    train_tokens: np.ndarray,
-    val_tokens: np.ndarray,
+    train_tokens: WindowSource | np.ndarray,
+    val_tokens: WindowSource | np.ndarray,
     cfg: TrainConfig,
     collator: Any,
     runtime: Runtime,
@@ -137,6 +138,7 @@ def train(
     # anything that uses the model afterwards run it eagerly, so neither recompiles nor keeps the wrapper.
     forward = torch.compile(adapter.forward) if cfg.compile else adapter.forward
     opt, gen, window = state.optimizer, state.rng, state.window
+    source = as_source(train_tokens)
     length = cfg.block_size + collator.extra_tokens
     tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum
     device = runtime.device
@@ -154,7 +156,7 @@ def train(
         for group in opt.param_groups:
             group["lr"] = lr
         for _ in range(cfg.grad_accum):
-            x, y = collator(random_windows(train_tokens, cfg.batch_size, length, gen), gen)
+            x, y = collator(source.draw(cfg.batch_size, length, gen), gen)
             with runtime.autocast():
                 loss = forward(to_device(x, device), to_device(y, device)).loss
             assert loss is not None  # labels were given

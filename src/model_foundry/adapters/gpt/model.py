@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from model_foundry.adapters.base import CachedState
@@ -173,6 +174,7 @@ class GPT(nn.Module):
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        self.gradient_checkpointing = False  # recompute block activations in backward (training only)
         self.transformer = Transformer(cfg)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         self.lm_head.weight = self.transformer.wte.weight  # weight tying
@@ -191,7 +193,10 @@ class GPT(nn.Module):
         pos = torch.arange(past, past + T, device=idx.device)  # (T,)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
         for i, block in enumerate(self.transformer.h):
-            x = block(x, None if cache is None else cache.layers[i])
+            if self.gradient_checkpointing and self.training and cache is None:
+                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)  # (B, T, C)
+            else:
+                x = block(x, None if cache is None else cache.layers[i])
         return self.lm_head(self.transformer.ln_f(x))  # (B, T, V)
 
 
@@ -240,6 +245,10 @@ class GPTAdapter(ScratchAdapter):
     module_cls = GPT
     model: GPT
     config: GPTConfig
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Each block's activations are recomputed in backward (`torch.utils.checkpoint`, non-reentrant)."""
+        self.model.gradient_checkpointing = True
 
     def prefill(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, CachedState]:
         """(B, T) prompt → (B, T', V) logits and a `CachedState` over a fresh `KVCache`.

@@ -146,6 +146,15 @@ class HFAdapter(BaseAdapter):
         n = getattr(self.config, "max_position_embeddings", None) or getattr(self.config, "n_positions", None)
         return None if n is None else n - self.family.context_offset
 
+    def enable_gradient_checkpointing(self) -> None:
+        """transformers' own (`PreTrainedModel.activation_checkpointing_enable` in transformers 5, formerly
+        `gradient_checkpointing_enable`), non-reentrant, so it works with frozen embeddings under LoRA too."""
+        kwargs = {"use_reentrant": False}
+        if hasattr(self.model, "activation_checkpointing_enable"):
+            self.model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:  # transformers before the rename
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
     def save_checkpoint(self, path: str | Path, metadata: dict[str, Any]) -> dict[str, Any]:
         """Hugging Face layout (safetensors) + tokenizer + licence + metadata.json, written atomically.
 

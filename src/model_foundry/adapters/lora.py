@@ -5,6 +5,7 @@
     merge(adapter)                    peft's merge_and_unload: back to the plain model, tied weights intact
     save_lora_adapter(adapter, ...)   the PEFT-format folder (adapter_config.json +
                                       adapter_model.safetensors), atomic and canonical (same bytes always)
+    load_lora_adapter(adapter, dir)   apply such a folder (ours or plain peft's) in place, trainable or not
 
 peft (https://huggingface.co/docs/peft/package_reference/lora) is used through `get_peft_model`,
 `merge_and_unload` and `get_peft_model_state_dict`. `get_peft_model` replaces the target nn.Linear/Conv1D
@@ -36,28 +37,19 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from model_foundry.adapters.lora_targets import (
+    RNN_ARCHITECTURES,
+    RNN_REASON,
+    LoRASettings,
+    default_targets,
+)
 from model_foundry.errors import FoundryError
-from model_foundry.training.lora_settings import LoRASettings
 
 if TYPE_CHECKING:
     from model_foundry.adapters.base import BaseAdapter
-    from model_foundry.adapters.spec import ArchitectureSpec
 
 ADAPTER_CONFIG_NAME = "adapter_config.json"  # peft's CONFIG_NAME
 ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"  # peft's SAFETENSORS_WEIGHTS_NAME
-
-# Scratch architectures (registry name → (targets, fan_in_fan_out of the saved layout)). The scratch gpt's
-# projections are nn.Linear in memory and Conv1D on disk (GPT-2 layout): the exported adapter needs the flag.
-SCRATCH_TARGETS: dict[str, tuple[tuple[str, ...], bool]] = {
-    "gpt": (("c_attn", "c_proj", "c_fc"), True),
-    "bert": (("query", "value"), False),
-}
-RNN_ARCHITECTURES = ("lstm", "gru", "rnn")
-RNN_REASON = (
-    "peft's LoRA adapts Linear, Conv1D and Embedding layers; the recurrent cells (nn.LSTM/GRU/RNN) keep "
-    "their weights inside one fused kernel that peft cannot wrap, and the model's only Linear is its "
-    "output head"
-)
 
 # Attribute (in the module's __dict__, so not a registered submodule) holding the LoRA state of a model.
 _STATE_ATTR = "_foundry_lora"
@@ -96,33 +88,6 @@ class _LoRAState:
 
 
 # --------------------------------------------------------------------------------------------- targets
-
-
-def default_targets(spec: ArchitectureSpec) -> tuple[list[str], bool]:
-    """(target module suffixes, fan_in_fan_out of the saved layout) for an architecture.
-
-    Hub families: the family table's `lora_targets` and `lora_fan_in_fan_out` (adapters/hf/families.py).
-    Scratch gpt: its projections c_attn/c_proj/c_fc (nn.Linear in memory, saved as GPT-2 Conv1D: True);
-    scratch bert: query/value. Raises FoundryError for the recurrent models (peft cannot wrap their cells)
-    and for an architecture without defaults.
-    """
-    if spec.name in RNN_ARCHITECTURES:
-        raise FoundryError(
-            f"LoRA is not available for {spec.name}: {RNN_REASON}.",
-            "Use train.method: full for recurrent models.",
-        )
-    if spec.family is not None:
-        if not spec.family.lora_targets:
-            raise FoundryError(f"The {spec.name} family has no default LoRA targets.", _targets_hint())
-        return sorted(spec.family.lora_targets), spec.family.lora_fan_in_fan_out
-    if spec.name in SCRATCH_TARGETS:
-        targets, fan_in_fan_out = SCRATCH_TARGETS[spec.name]
-        return sorted(targets), fan_in_fan_out
-    raise FoundryError(f"{spec.name} has no default LoRA targets.", _targets_hint())
-
-
-def _targets_hint() -> str:
-    return "Set train.lora.target_modules to the names of its Linear layers."
 
 
 def _matches(name: str, target: str) -> bool:
@@ -262,17 +227,11 @@ def apply_lora(adapter: BaseAdapter, settings: LoRASettings) -> LoRAInfo:
     embedding or output head as a target or in modules_to_save (naming the alternative); a model already
     wrapped.
     """
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
     from transformers.pytorch_utils import Conv1D
 
     model = adapter.model
-    if adapter.spec.name in RNN_ARCHITECTURES or any(isinstance(m, nn.RNNBase) for m in model.modules()):
-        raise FoundryError(
-            f"LoRA is not available for {adapter.spec.name}: {RNN_REASON}.",
-            "Use train.method: full for recurrent models.",
-        )
-    if _state(model) is not None:
-        raise FoundryError("The model already has LoRA adapters.", "Merge them first (training.lora.merge).")
+    _check_wrappable(adapter)
     if settings.target_modules is None:
         targets, _ = default_targets(adapter.spec)
     else:
@@ -283,7 +242,6 @@ def apply_lora(adapter: BaseAdapter, settings: LoRASettings) -> LoRAInfo:
     adapted = _check_targets(adapter, targets, modules_to_save)
     fan_in_fan_out = all(isinstance(model.get_submodule(n), Conv1D) for n in adapted)
     saved = _saved_transposed(adapter, adapted)
-    tied = tied_modules(model)
     config = LoraConfig(
         r=settings.r,
         lora_alpha=settings.alpha,
@@ -293,23 +251,58 @@ def apply_lora(adapter: BaseAdapter, settings: LoRASettings) -> LoRAInfo:
         fan_in_fan_out=fan_in_fan_out,
         bias="none",
     )
-    with warnings.catch_warnings():
-        # peft 0.21 reads the deprecated `is_gradient_checkpointing` (a FutureWarning in transformers 5)
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        peft_model = get_peft_model(model, config)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
     info = LoRAInfo(
         targets=targets,
         modules=adapted,
         modules_to_save=modules_to_save,
         fan_in_fan_out=fan_in_fan_out,
         saved_fan_in_fan_out=fan_in_fan_out if saved is None else saved,
-        trainable=trainable,
-        total=total,
+        trainable=0,
+        total=0,
     )
+    return _wrap(adapter, config, info)
+
+
+def _check_wrappable(adapter: BaseAdapter) -> None:
+    """FoundryError for a recurrent model (peft cannot wrap its cells) or one already wrapped."""
+    model = adapter.model
+    if adapter.spec.name in RNN_ARCHITECTURES or any(isinstance(m, nn.RNNBase) for m in model.modules()):
+        raise FoundryError(
+            f"LoRA is not available for {adapter.spec.name}: {RNN_REASON}.",
+            "Use train.method: full for recurrent models.",
+        )
+    if _state(model) is not None:
+        raise FoundryError("The model already has LoRA adapters.", "Merge them first (adapters.lora.merge).")
+
+
+def _wrap(adapter: BaseAdapter, config: Any, info: LoRAInfo) -> LoRAInfo:
+    """`peft.get_peft_model(adapter.model, config)` in place; records the _LoRAState (with `info`, its
+    parameter counts filled in) on the model. Returns the info."""
+    from peft import get_peft_model
+
+    model = adapter.model
+    tied = tied_modules(model)
+    with warnings.catch_warnings():
+        # peft 0.21 reads the deprecated `is_gradient_checkpointing` (a FutureWarning in transformers 5)
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        peft_model = get_peft_model(model, config)
+    info.trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    info.total = sum(p.numel() for p in model.parameters())
     vars(model)[_STATE_ATTR] = _LoRAState(peft_model, info, tied)
     return info
+
+
+def _unwrap(adapter: BaseAdapter, requires_grad: dict[str, bool]) -> None:
+    """Undo `_wrap` without merging (peft's `unload`): the plain model back as `adapter.model`, each
+    parameter's requires_grad as in `requires_grad` (by name, as before wrapping)."""
+    state = _require_state(adapter)
+    plain: nn.Module = state.peft_model.unload()
+    for model in (plain, adapter.model):
+        vars(model).pop(_STATE_ATTR, None)
+        vars(model).pop("peft_config", None)
+    for name, p in plain.named_parameters():
+        p.requires_grad_(requires_grad.get(name, True))
+    adapter.model = plain
 
 
 def _require_state(adapter: BaseAdapter) -> _LoRAState:
@@ -435,3 +428,187 @@ def save_lora_adapter(adapter: BaseAdapter, folder: str | Path, base_name: str) 
     with atomic_dir(folder) as tmp:
         write_lora_files(adapter, tmp, base_name)
     return Path(folder)
+
+
+# --------------------------------------------------------------------------------------------- load
+
+# adapter_config.json keys that are not LoraConfig settings of the layers, or that `load_lora_adapter`
+# decides itself (fan_in_fan_out of the in-memory layers; inference_mode from `trainable`).
+_NOT_LAYER_KEYS = frozenset(
+    {"peft_type", "task_type", "base_model_name_or_path", "revision", "inference_mode", "fan_in_fan_out",
+     "target_modules", "modules_to_save", "auto_mapping", "peft_version"}
+)  # fmt: skip
+
+
+def read_adapter_config(folder: str | Path) -> dict[str, Any]:
+    """The adapter_config.json of a PEFT-format LoRA adapter folder (ours or one written by plain peft).
+
+    Raises FoundryError when the folder has no adapter_config.json, the file is damaged (not a JSON object,
+    r / lora_alpha / target_modules of the wrong type), or the adapter is not LoRA (peft_type ≠ "LORA").
+    """
+    from model_foundry.model_folder.checks import read_json_object, require_types
+
+    path = Path(folder) / ADAPTER_CONFIG_NAME
+    if not path.is_file():
+        raise FoundryError(
+            f"{folder} is not a LoRA adapter folder (no {ADAPTER_CONFIG_NAME}).",
+            "Point to a LoRA run's folder (models/<out>, or its adapter/ subfolder) or to a folder written "
+            "by peft's save_pretrained.",
+        )
+    hint = "Re-export the adapter (peft's save_pretrained, or re-run the LoRA train stage)."
+    raw = read_json_object(path, hint)
+    if str(raw.get("peft_type", "")).upper() != "LORA":
+        raise FoundryError(
+            f"{path} describes a {raw.get('peft_type') or 'untyped'} adapter, not LoRA.",
+            "Only LoRA adapters (peft_type LORA) can be loaded and merged here.",
+        )
+    require_types(raw, {"r": int, "lora_alpha": (int, float), "target_modules": (list, str),
+                        "modules_to_save": list, "base_model_name_or_path": str}, str(path))  # fmt: skip
+    if not raw.get("target_modules"):
+        raise FoundryError(f"{path} names no target_modules.", hint)
+    return raw
+
+
+def _adapter_targets(
+    adapter: BaseAdapter, targets: list[str] | str, to_save: list[str], where: Path
+) -> list[str]:
+    """The full names of the modules an adapter's `targets` (suffixes, or peft's regex string) adapt.
+
+    FoundryError naming `where` for targets that exist nowhere in the model (listing its Linear/Conv1D
+    names) or that are not adaptable / tied (`_check_targets`).
+    """
+    import re
+
+    names = [n for n, _ in adapter.model.named_modules() if n]
+    if isinstance(targets, str):
+        if targets == "all-linear":
+            raise FoundryError(
+                f"{where} targets 'all-linear', which names no modules.",
+                "Re-export the adapter with the module names peft resolved (its target_modules list).",
+            )
+        targets = sorted(n for n in names if re.fullmatch(targets, n))
+        missing = [] if targets else [str(targets)]
+    else:
+        missing = [t for t in targets if not any(_matches(n, t) for n in names)]
+    if missing:
+        raise FoundryError(
+            f"{where} targets {', '.join(map(repr, missing))}, which "
+            f"{'does' if len(missing) == 1 else 'do'} not exist in {adapter.spec.name}.",
+            f"Its Linear/Conv1D modules are: {', '.join(linear_names(adapter.model))}. Apply the adapter to "
+            "the model it was trained on (foundry merge-lora --base DIR).",
+        )
+    try:
+        return _check_targets(adapter, list(targets), to_save)
+    except FoundryError as e:
+        raise FoundryError(f"{where}: {e.message}", e.hint) from None
+
+
+def load_lora_adapter(adapter: BaseAdapter, folder: str | Path, trainable: bool = False) -> LoRAInfo:
+    """Apply the PEFT-format LoRA adapter in `folder` (adapter_config.json + adapter_model.safetensors; ours
+    or one written by plain peft) to `adapter.model`, in place, as `apply_lora` does: `merge`,
+    `write_lora_files` and `lora_info` work after it.
+
+    The layers are injected with `peft.get_peft_model` (the config's r, lora_alpha, lora_dropout, targets,
+    modules_to_save…; fan_in_fan_out of the in-memory layers, so an adapter exported from the scratch gpt's
+    Conv1D layout fits its nn.Linear layers) and filled with `peft.set_peft_model_state_dict`: lora_A (r, in)
+    and lora_B (out, r) per target module. `trainable=True`: exactly the LoRA matrices (and modules_to_save)
+    have requires_grad, as after `apply_lora`; False: no parameter does (inference).
+
+    Raises FoundryError, leaving the model as it was: no adapter_config.json or not LoRA
+    (`read_adapter_config`); no adapter_model.safetensors or a damaged one; a target that does not exist in
+    the model (listing those that do), or that is tied / not a Linear layer; tensors missing from the file,
+    unexpected in it, or of other shapes than the model's layers (another base model); a recurrent model or
+    one that already has adapters.
+    """
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+    from safetensors.torch import load_file
+    from transformers.pytorch_utils import Conv1D
+
+    from model_foundry.model_folder.checks import check_safetensors
+
+    folder = Path(folder)
+    raw = read_adapter_config(folder)
+    weights = folder / ADAPTER_WEIGHTS_NAME
+    hint = "Re-export the adapter (peft's save_pretrained, or re-run the LoRA train stage)."
+    if not weights.is_file():
+        old = (folder / "adapter_model.bin").is_file()
+        raise FoundryError(
+            f"{folder} has no {ADAPTER_WEIGHTS_NAME}"
+            + (" (only the pickled adapter_model.bin)." if old else "."),
+            "Save it with peft's save_pretrained(..., safe_serialization=True)." if old else hint,
+        )
+    check_safetensors(weights, str(weights), hint)
+    _check_wrappable(adapter)
+    model = adapter.model
+    to_save = sorted(raw.get("modules_to_save") or [])
+    adapted = _adapter_targets(adapter, raw["target_modules"], to_save, folder / ADAPTER_CONFIG_NAME)
+    fan_in_fan_out = all(isinstance(model.get_submodule(n), Conv1D) for n in adapted)
+    saved = _saved_transposed(adapter, adapted)
+    fields = LoraConfig.__dataclass_fields__
+    settings = {k: v for k, v in raw.items() if k in fields and k not in _NOT_LAYER_KEYS}
+    targets = raw["target_modules"]
+    try:
+        config = LoraConfig(
+            **settings,
+            target_modules=sorted(targets) if isinstance(targets, list) else targets,
+            modules_to_save=to_save or None,
+            fan_in_fan_out=fan_in_fan_out,
+            inference_mode=not trainable,
+        )
+    except (TypeError, ValueError) as e:
+        raise FoundryError(f"{folder / ADAPTER_CONFIG_NAME} is not a valid LoRA config: {e}", hint) from None
+    tensors = load_file(str(weights), device=str(adapter.device))
+    requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
+    training = model.training
+    info = LoRAInfo(
+        targets=sorted(targets) if isinstance(targets, list) else [targets],
+        modules=adapted,
+        modules_to_save=to_save,
+        fan_in_fan_out=fan_in_fan_out,
+        saved_fan_in_fan_out=fan_in_fan_out if saved is None else saved,
+        trainable=0,
+        total=0,
+    )
+    _wrap(adapter, config, info)
+    state = _require_state(adapter)
+    try:
+        if saved and not fan_in_fan_out:  # modules_to_save weights are stored in the saved layout
+            prefix = "base_model.model."
+            base_keys = {k.removeprefix(prefix): k for k in tensors if "lora_" not in k}
+            from_saved = getattr(adapter, "from_saved", None)
+            if base_keys and from_saved is not None:
+                converted = from_saved({k: tensors[full] for k, full in base_keys.items()})
+                tensors.update({full: converted[k] for k, full in base_keys.items()})
+        _check_tensors(get_peft_model_state_dict(state.peft_model), tensors, weights, adapter.spec.name)
+        set_peft_model_state_dict(state.peft_model, tensors)
+    except BaseException:
+        _unwrap(adapter, requires_grad)
+        raise
+    adapter.model.train(training)  # the new layers' dropout follows the model's mode (eval: off)
+    if not trainable:
+        for p in adapter.model.parameters():
+            p.requires_grad_(False)
+    info.trainable = sum(p.numel() for p in adapter.model.parameters() if p.requires_grad)
+    return info
+
+
+def _check_tensors(
+    expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], where: Path, model: str
+) -> None:
+    """FoundryError unless `found` has exactly the tensor names and shapes of `expected`."""
+    hint = "Apply the adapter to the model it was trained on (foundry merge-lora --base DIR)."
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
+    if missing or extra:
+        what = (f"lacks {len(missing)} tensors the adapter's layers need ({missing[0]}, …)" if missing
+                else f"holds {len(extra)} tensors {model} has no place for ({extra[0]}, …)")  # fmt: skip
+        raise FoundryError(f"{where} does not fit {model}: it {what}.", hint)
+    wrong = [k for k in sorted(expected) if tuple(expected[k].shape) != tuple(found[k].shape)]
+    if wrong:
+        k = wrong[0]
+        raise FoundryError(
+            f"{where} does not fit {model}: {len(wrong)} tensors have other shapes, e.g. {k} is "
+            f"{tuple(found[k].shape)} where the model's layer needs {tuple(expected[k].shape)}.",
+            hint,
+        )

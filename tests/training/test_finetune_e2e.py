@@ -1,0 +1,70 @@
+"""Fine-tuning end to end through `dvc exp run`: a model of the repo as the parent, full then LoRA.
+
+Chain: scratch gpt → trained (full) → LoRA fine-tune of it (`source: model:gpt-tiny-trained`). (The imported
+tiny Qwen2 chain, LoRA on chat data with a kill and resume, is in tests/hub/test_hub_pipeline.py.) Checks: the
+outputs' lineage in
+metadata.json and MLflow, the adapter loads with plain peft onto the parent and equals the merged model
+(logits within 1e-5, the same 32 greedy tokens), tied embeddings survive the merge, `foundry info` shows the
+chain, and two LoRA runs under different PYTHONHASHSEED give the same dvc.lock hash.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import make_repo_copy, run_cmd, tiny_params
+from finetune_checks import _check_adapter_equals_merged, _env, _lock_md5, _meta, _mlflow_lineage
+
+pytestmark = pytest.mark.slow
+
+
+def test_scratch_gpt_trained_then_lora_fine_tuned_through_exp_run(tmp_path: Path) -> None:
+    params = tiny_params()
+    params["models"]["gpt-tiny-lora"] = {
+        "architecture": "gpt",
+        "source": "model:gpt-tiny-trained",
+        "train": {"method": "lora", "lr": 0.01, "lora": {"r": 4, "alpha": 8}},
+    }
+    repo = make_repo_copy(tmp_path / "repo", params)
+    run_cmd(["dvc", "exp", "run", "--name", "base"], repo, **_env(repo))
+    parent_md5 = _lock_md5(repo, "models/gpt-tiny-trained")
+    run_cmd(["dvc", "exp", "run", "--name", "lora", "-S", "model_name=gpt-tiny-lora"], repo,
+            **_env(repo, PYTHONHASHSEED="1"))  # fmt: skip
+
+    copy = _meta(repo, "gpt-tiny-lora")
+    assert copy["source"] == "model:gpt-tiny-trained"
+    assert copy["parent"] == {"name": "gpt-tiny-trained", "sha256": parent_md5}
+    trained = _meta(repo, "gpt-tiny-lora-trained")
+    assert trained["fine_tuned_from"] == "gpt-tiny-lora"
+    assert trained["parent"]["name"] == "gpt-tiny-lora"
+    assert trained["parent"]["sha256"] == _lock_md5(repo, "models/gpt-tiny-lora")
+    assert trained["training"]["method"] == "lora"
+    assert trained["training"]["lora"]["r"] == 4
+    assert trained["training"]["lora"]["target_modules"] == ["c_attn", "c_fc", "c_proj"]
+    assert trained["training"]["dataset_md5"] == _lock_md5(repo, "data/tokenized")
+    adapter_config = json.loads(
+        (repo / "models/gpt-tiny-lora-trained/adapter/adapter_config.json").read_text()
+    )
+    assert adapter_config["base_model_name_or_path"] == "gpt-tiny-lora" and adapter_config["fan_in_fan_out"]
+
+    from transformers import GPT2LMHeadModel
+
+    _check_adapter_equals_merged(repo, "gpt-tiny-lora", "gpt-tiny-lora-trained", GPT2LMHeadModel)
+
+    tags = _mlflow_lineage(repo, "gpt-tiny-lora-trained")
+    assert tags["foundry.parent"] == "gpt-tiny-lora"
+    assert tags["foundry.parent_checksum"] == trained["parent"]["sha256"]
+    assert tags["foundry.method"] == "lora"
+    assert tags["foundry.params_digest"] == trained["training"]["params_digest"]
+
+    info = run_cmd(["foundry", "info", "models/gpt-tiny-lora-trained"], repo)
+    chain = "gpt-tiny-lora-trained (lora r=4) ← gpt-tiny-lora (copy) ← gpt-tiny-trained (full) ← gpt-tiny"
+    assert chain in info.stderr
+
+    # The same LoRA run again, under another hash seed: the same bytes (canonical adapter_config.json).
+    first = _lock_md5(repo, "models/gpt-tiny-lora-trained")
+    run_cmd(["dvc", "repro", "-f", "-s", "train"], repo, **_env(repo, PYTHONHASHSEED="2"))
+    assert _lock_md5(repo, "models/gpt-tiny-lora-trained") == first
