@@ -33,7 +33,7 @@ run: $(VENV)/.installed
 	@echo "Compare runs:    $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
 test: $(VENV)/.installed lint typecheck
-	$(BIN)/python -m pytest -n auto --maxprocesses 4 --cov=model_foundry --cov-report=term:skip-covered $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist worksteal --cov=model_foundry --cov-report=term:skip-covered $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests benchmarks

@@ -128,13 +128,6 @@ class TrainConfig:
     )
 
     def validate(self) -> None:
-        if self.max_seq_len > self.block_size + 1:
-            raise FoundryError(
-                f"max_seq_len = {self.max_seq_len} is longer than a training window (block_size + 1 = "
-                f"{self.block_size + 1}).",
-                f"Lower train.max_seq_len to at most {self.block_size + 1} (0 = one window), or raise "
-                "train.block_size.",
-            )
         if self.output_name is not None:
             check_name(self.output_name, "train.output_name")
 
@@ -451,6 +444,13 @@ def _check_compatibility(model: ModelEntry, train: TrainConfig) -> None:
             check(train.objective)
         except FoundryError as e:
             raise FoundryError(f"{where}: {e.message}", e.hint) from None
+    if train.max_seq_len > train.block_size + 1:  # the effective values: entry over global, key by key
+        raise FoundryError(
+            f"train.max_seq_len = {train.max_seq_len} is longer than a training window (train.block_size + 1 "
+            f"= {train.block_size + 1}).",
+            f"Lower train.max_seq_len to at most {train.block_size + 1} (0 = one window), or raise "
+            "train.block_size.",
+        )
     if train.method == "lora":
         try:
             default_targets(model.spec)  # refuses the recurrent models, with the reason

@@ -68,18 +68,3 @@ def test_two_clean_copies_reproduce_identical_hashes(tmp_path):
         run_cmd(["dvc", "repro"], repo, **_env(repo))
         hashes.append((_outs(repo), (repo / "metrics.json").read_text()))
     assert hashes[0] == hashes[1]
-
-
-def test_exp_run_switches_model_and_exp_show_lists_both(tmp_path):
-    repo = make_repo_copy(tmp_path / "exp", tiny_params())
-    run_cmd(["dvc", "exp", "run", "--name", "tiny-default"], repo, **_env(repo))
-    run_cmd(["dvc", "exp", "run", "--name", "tiny-small", "-S", "model_name=gpt-small"], repo, **_env(repo))
-    assert (repo / "models/gpt-small-trained/model.safetensors").is_file()
-    rows = json.loads(run_cmd(["dvc", "exp", "show", "--json"], repo).stdout)
-    names = {e["name"] for row in rows for e in (row.get("experiments") or [])}
-    assert {"tiny-default", "tiny-small"} <= names
-    table = run_cmd(["dvc", "exp", "show", "--csv"], repo).stdout
-    assert "perplexity" in table and "gpt-small" in table
-    with sqlite3.connect(repo / "mlflow.db") as db:
-        exp_tags = {v for (v,) in db.execute("select value from tags where key = 'dvc_exp_name'")}
-    assert {"tiny-default", "tiny-small"} <= exp_tags

@@ -5,12 +5,14 @@ tiny Qwen2 chain, LoRA on chat data with a kill and resume, is in tests/hub/test
 outputs' lineage in
 metadata.json and MLflow, the adapter loads with plain peft onto the parent and equals the merged model
 (logits within 1e-5, the same 32 greedy tokens), tied embeddings survive the merge, `foundry info` shows the
-chain, and two LoRA runs under different PYTHONHASHSEED give the same dvc.lock hash.
+chain, and two LoRA runs under different PYTHONHASHSEED give the same dvc.lock hash; switching
+`model_name` with `-S` lists both experiments in `dvc exp show` and MLflow.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,16 @@ def test_scratch_gpt_trained_then_lora_fine_tuned_through_exp_run(tmp_path: Path
     parent_md5 = _lock_md5(repo, "models/gpt-tiny-trained")
     run_cmd(["dvc", "exp", "run", "--name", "lora", "-S", "model_name=gpt-tiny-lora"], repo,
             **_env(repo, PYTHONHASHSEED="1"))  # fmt: skip
+
+    # switching model_name with -S: both experiments are listed, by name, in DVC and in MLflow
+    rows = json.loads(run_cmd(["dvc", "exp", "show", "--json"], repo).stdout)
+    names = {e["name"] for row in rows for e in (row.get("experiments") or [])}
+    assert {"base", "lora"} <= names
+    table = run_cmd(["dvc", "exp", "show", "--csv"], repo).stdout
+    assert "perplexity" in table and "gpt-tiny-lora" in table
+    with sqlite3.connect(repo / "mlflow.db") as db:
+        exp_tags = {v for (v,) in db.execute("select value from tags where key = 'dvc_exp_name'")}
+    assert {"base", "lora"} <= exp_tags
 
     copy = _meta(repo, "gpt-tiny-lora")
     assert copy["source"] == "model:gpt-tiny-trained"

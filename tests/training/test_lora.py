@@ -279,7 +279,7 @@ SAVE_SCRIPT = textwrap.dedent(
 
 def test_adapter_files_identical_across_hash_seeds(tmp_path: Path) -> None:
     outs = []
-    for seed in ("1", "2", "3"):
+    for seed in ("1", "2"):
         out = tmp_path / f"seed-{seed}"
         env = {**os.environ, "PYTHONHASHSEED": seed}
         subprocess.run([sys.executable, "-c", SAVE_SCRIPT, str(out)], check=True, env=env, timeout=300)

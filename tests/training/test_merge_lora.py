@@ -34,6 +34,7 @@ from model_foundry.adapters.lora import (
 from model_foundry.errors import FoundryError
 from model_foundry.io import atomic_dir, sha256_file, write_json
 from model_foundry.model_folder import load_adapter
+from model_foundry.registry.dvc import dvc_md5
 from model_foundry.training.merge_lora import merge_lora_folder
 
 __all__ = ["qwen_folder"]  # the fixture, imported for this module
@@ -81,7 +82,7 @@ def write_run(adapter: BaseAdapter, folder: Path, base: str) -> Path:
         if adapter.tokenizer is not None:
             adapter.tokenizer.save_pretrained(str(tmp))
         meta = {"format": 1, "model_name": folder.name, "architecture": adapter.spec.name,
-                "parent": {"name": base, "sha256": None},
+                "parent": {"name": base, "sha256": dvc_md5(folder.parent / base)},
                 "training": {"method": "lora", "adapter_sha256": sha256_file(tmp / WEIGHTS)}}  # fmt: skip
         write_json(tmp / "metadata.json", meta, atomic=False)
     return folder
@@ -209,6 +210,25 @@ def test_adapter_only_folder_without_its_parent(runs: dict[str, Run], project: P
     assert "train.merge: true" in (e.value.hint or "") and "dvc checkout" in (e.value.hint or "")
 
 
+def test_a_different_parent_is_refused(runs: dict[str, Run], project: Path, tmp_path: Path) -> None:
+    """The parent folder replaced by another model of the same shape: loading and merging refuse it (the
+    recorded parent checksum differs), instead of giving a model nobody trained."""
+    run = runs["gpt"]
+    lookalike = project / "models" / "lookalike-base"
+    shutil.copytree(project / "models" / run.base, lookalike)
+    meta = json.loads((lookalike / "metadata.json").read_text())
+    write_json(lookalike / "metadata.json", {**meta, "model_name": "lookalike-base"})  # other bytes
+    swapped = project / "models" / "swapped-lora"
+    shutil.copytree(run.folder, swapped)
+    meta = json.loads((swapped / "metadata.json").read_text())
+    write_json(swapped / "metadata.json", {**meta, "parent": {**meta["parent"], "name": "lookalike-base"}})
+    with pytest.raises(FoundryError, match="is not the model .* was trained from: its checksum is"):
+        load_adapter(swapped)
+    with pytest.raises(FoundryError, match="is not the model .* was trained from"):
+        merge_lora_folder(run.folder, tmp_path / "merged", base=lookalike)
+    assert lora_info(load_adapter(swapped, verify=False)) is not None  # --no-verify skips the check
+
+
 def test_adapter_only_folder_damaged_adapter(runs: dict[str, Run], project: Path) -> None:
     damaged = project / "models" / "damaged-lora"
     shutil.copytree(runs["gpt"].folder, damaged)
@@ -312,7 +332,9 @@ def test_adapter_for_other_modules(runs: dict[str, Run], project: Path, tmp_path
     assert "q_proj" in (e.value.hint or "") and "--base" in (e.value.hint or "")
     assert_untouched(qwen)
     with pytest.raises(FoundryError, match="do not exist"):
-        merge_lora_folder(runs["gpt"].folder, tmp_path / "out", base=project / "models" / "qwen-base")
+        merge_lora_folder(
+            runs["gpt"].folder / "adapter", tmp_path / "out", base=project / "models" / "qwen-base"
+        )
     assert not (tmp_path / "out").exists()
 
 

@@ -2,10 +2,12 @@
 
 Contract (issue 10): a run killed with SIGKILL after a checkpoint and resumed gives, from the checkpoint on,
 exactly the per-step losses of an uninterrupted run (compared as float hex strings, from MLflow, where the
-continued run logs into the same run id) and byte-identical final weights; full (dropout 0.1, grad_accum 2)
-and LoRA (LoRA dropout 0.1). Duplicate-metric policy: steps between the checkpoint and the kill are logged
-twice into the continued run, with equal values. Also: SIGTERM writes a checkpoint and stops without a model;
-a checkpoint of other params is ignored with a note; `--resume` with a bad path is refused.
+continued run logs into the same run id) and byte-identical final weights; LoRA on a model with dropout 0.1,
+LoRA dropout 0.1, grad_accum 2 (full fine-tuning is covered in tests/training/test_checkpoint.py through a
+worker process, and through `dvc repro` in tests/hub/test_hub_pipeline.py). Duplicate-metric policy: steps
+between the checkpoint and the kill that reached MLflow are logged again by the continued run, with equal
+values. Also: SIGTERM writes a checkpoint and stops without a model; a truncated checkpoint and one of other
+params are ignored with a note; the default output name; `--resume` with a bad path is refused.
 """
 
 from __future__ import annotations
@@ -31,11 +33,27 @@ STEPS, INTERVAL = 30, 10
 
 @pytest.fixture(scope="module")
 def trained_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A repo whose pipeline trained gpt-small (dropout 0.1) a few steps: models/gpt-small-trained."""
-    params = tiny_params(model_name="gpt-small")
-    params["models"]["gpt-small"]["dropout"] = 0.1
-    repo = make_repo_copy(tmp_path_factory.mktemp("resume") / "repo", params)
-    run_cmd(["dvc", "repro", "--quiet"], repo, env=_env(repo))
+    """A repo with models/gpt-small-trained (dropout 0.1) and data/tokenized, made by the stage functions
+    in-process (what `dvc repro` runs, without six CLI start-ups)."""
+    from model_foundry.config import parse_params
+    from model_foundry.stages import convert, ingest, tokenize, train
+
+    raw = tiny_params(model_name="gpt-small")
+    raw["models"]["gpt-small"]["dropout"] = 0.1
+    repo = make_repo_copy(tmp_path_factory.mktemp("resume") / "repo", raw)
+    params = parse_params(raw)
+    cwd = Path.cwd()
+    os.chdir(repo)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo / 'mlflow.db'}")
+            ingest.run(params, Path("data/corpus"), Path("data/source"))
+            convert.run(params, Path("data/source"), Path("models/gpt-small"))
+            tokenize.run(params, Path("data/corpus"), Path("models/gpt-small"), Path("data/tokenized"))
+            model, data = Path("models/gpt-small"), Path("data/tokenized")
+            train.run(params, model, data, Path("models/gpt-small-trained"), Path("plots"), progress=False)
+    finally:
+        os.chdir(cwd)
     return repo
 
 
@@ -88,11 +106,8 @@ def _kill_after_first_checkpoint(repo: Path, cmd: list[str], out: str) -> int:
 
 @pytest.mark.parametrize(
     ("method", "model", "extra"),
-    [
-        ("full", "gpt-small-trained", {"grad_accum": 2}),
-        ("lora", "gpt-small-trained", {"lora": {"r": 4, "alpha": 8, "dropout": 0.1}}),
-    ],
-)
+    [("lora", "gpt-small-trained", {"grad_accum": 2, "lora": {"r": 4, "alpha": 8, "dropout": 0.1}})],
+)  # full fine-tuning: tests/training/test_checkpoint.py (gpt and bert, dropout, grad_accum 2) and the Hub e2e
 def test_sigkill_then_rerun_equals_uninterrupted(
     trained_repo: Path, method: str, model: str, extra: dict
 ) -> None:
@@ -166,9 +181,13 @@ def test_sigterm_saves_a_checkpoint_and_no_model(trained_repo: Path) -> None:
     # other params: the checkpoint is ignored with a note, never used
     _set_train(repo, steps=4, checkpoint_interval=1000, lr=0.002)
     rerun = run_cmd(cmd, repo, env=_env(repo))
-    assert "note: not resuming from" in rerun.stderr and "params_digest" in rerun.stderr
+    assert "note: not resuming from" in rerun.stderr
+    assert "saved with other params (train.lr 0.001 → 0.002, train.steps 2000 → 4)" in rerun.stderr
+    assert "(kept; delete it to free the space)" in rerun.stderr
     assert "resuming from" not in rerun.stdout
     assert (repo / "models" / "term" / "model.safetensors").is_file()
+    # the other runs' checkpoints stay (never used, never pruned by this run); this run's are spent
+    assert len(list((repo / "checkpoints" / "term").glob("step-*/checkpoint.json"))) == 2
 
 
 def test_default_output_name_and_an_existing_one(trained_repo: Path) -> None:

@@ -50,6 +50,7 @@ from model_foundry.data.corpus import (  # noqa: F401  (read_jsonl, jsonl_format
     Normalisation,
     jsonl_format,
     kinds_of,
+    mixed_formats,
     normalise_text,
     read_jsonl,
 )
@@ -200,14 +201,7 @@ def detect_format(records: Sequence[JsonlRecord], source: str = "the data") -> D
             'Write one JSON object a line: {"messages": [{"role": ..., "content": ...}, ...]}, '
             '{"prompt": ..., "completion": ...} or {"text": ...}.',
         )
-    mixed = "; ".join(
-        f"{fmt} ({len(lines)} records, lines {', '.join(map(str, lines[:3]))})" for fmt, lines in seen.items()
-    )
-    raise FoundryError(
-        f"{source} mixes record formats: {mixed}.",
-        "Use one format per file, or set data.format (text, chat or prompt_completion) so the others are "
-        "counted as bad records.",
-    )
+    raise mixed_formats(source, {str(fmt): lines for fmt, lines in seen.items()})
 
 
 def record_texts(records: Sequence[JsonlRecord], fmt: DataFormat) -> list[str]:

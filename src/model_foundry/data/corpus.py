@@ -13,7 +13,7 @@ import json
 import random
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -346,10 +346,15 @@ def jsonl_format(
         return "text"
     if len(seen) == 1:
         return structured[0]
+    raise mixed_formats(source, seen)
+
+
+def mixed_formats(source: str, seen: Mapping[str, list[int]]) -> FoundryError:
+    """The error for a file whose records are of several formats (`seen`: format → its line numbers)."""
     mixed = "; ".join(
         f"{fmt} ({len(lines)} records, lines {', '.join(map(str, lines[:3]))})" for fmt, lines in seen.items()
     )
-    raise FoundryError(
+    return FoundryError(
         f"{source} mixes record formats: {mixed}.",
         "Use one format per file, or set data.format (text, chat or prompt_completion) so the others are "
         "counted as bad records.",

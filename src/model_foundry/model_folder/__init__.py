@@ -296,6 +296,27 @@ def is_adapter_only(path: str | Path) -> bool:
     return (path / ADAPTER_DIR / "adapter_config.json").is_file() and not any(path.glob("*.safetensors"))
 
 
+def check_parent_checksum(parent: Path, meta: dict[str, Any], child: Path) -> None:
+    """Refuse a parent folder whose bytes are not those `child`'s metadata.json recorded (`parent.sha256`,
+    DVC's folder md5): an adapter applied to another model of the same shape gives a model nobody trained.
+
+    Raises FoundryError naming both checksums. Nothing is checked when no checksum was recorded.
+    """
+    from model_foundry.registry.dvc import dvc_md5
+
+    want = (meta.get("parent") or {}).get("sha256")
+    if not isinstance(want, str) or not want:
+        return
+    got = dvc_md5(parent)
+    if got != want:
+        raise FoundryError(
+            f"{parent} is not the model {child} was trained from: its checksum is {got}, "
+            f"{child / METADATA_NAME} records {want}.",
+            f"Restore that version of {parent.name} (`dvc checkout {parent}` at the commit or experiment "
+            "that trained it: `dvc exp show`), or re-train the LoRA model on the current one.",
+        )
+
+
 def _load_adapter_only(path: Path, device: str | torch.device, verify: bool) -> BaseAdapter:
     """The parent model folder named by metadata.json `parent.name`, with `path/adapter` applied unmerged."""
     from model_foundry.adapters.lora import load_lora_adapter, lora_info, merge
@@ -330,6 +351,8 @@ def _load_adapter_only(path: Path, device: str | torch.device, verify: bool) -> 
             f"Restore it (`dvc checkout models/{name}`, or `dvc repro` the stage that writes it), or re-run "
             "the LoRA training with train.merge: true to keep merged weights in the folder.",
         )
+    if verify:
+        check_parent_checksum(parent, meta, path)
     adapter = load_adapter(parent, device=device, verify=verify)
     if lora_info(adapter) is not None:  # the parent is itself adapter-only: fold its adapter in first
         merge(adapter)

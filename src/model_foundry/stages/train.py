@@ -150,9 +150,12 @@ def run(
     from model_foundry.training.loop import raise_diverged, train
     from model_foundry.training.resume import (
         RunIdentity,
+        check_settings,
         checkpoint_root,
+        digest_settings,
         explicit_checkpoint,
         params_digest,
+        remove_run_checkpoints,
         resumable_checkpoint,
     )
     from model_foundry.training.state import TrainState
@@ -175,14 +178,16 @@ def run(
     total_parameters = adapter.num_parameters()
     if cfg.gradient_checkpointing:
         adapter.enable_gradient_checkpointing()
+    settings = digest_settings(params)
     identity = RunIdentity(out.name, cfg.method, parent["sha256"], params_digest(params), dvc_md5(data_dir))
     state = TrainState.create(adapter, cfg, runtime)
     root = checkpoint_root(project_root(), out.name)
     start = None
     if resume_from is not None:
         start = explicit_checkpoint(resume_from)
+        check_settings(read_sidecar(start), identity, settings, start)
     elif cfg.resume == "auto":
-        start = resumable_checkpoint(root, identity, state, _note)
+        start = resumable_checkpoint(root, identity, state, _note, settings)
     run_id = tracking.existing_run(read_sidecar(start).get("mlflow_run_id")) if start else None
     architecture = adapter.spec.name
     tags = tracking.standard_tags(out.name, architecture, fine_tuned_from, "train")
@@ -204,7 +209,7 @@ def run(
                 f"resuming from {start} (step {state.step} of {cfg.steps}); MLflow run {tracker.run_id} "
                 "continues"
             )
-        sidecar = {**identity.as_dict(), "mlflow_run_id": tracker.run_id}
+        sidecar = {**identity.as_dict(), "mlflow_run_id": tracker.run_id, "settings": settings}
         with CheckpointHook(
             root, cfg.checkpoint_interval, cfg.keep_checkpoints, sidecar, before_save=tracker.flush
         ) as checkpoints:
@@ -249,7 +254,7 @@ def run(
             saved = adapter.save_checkpoint(out, metadata)
         else:
             saved = save_lora_output(adapter, out, metadata, base_name, cfg.merge, model_dir)
-        shutil.rmtree(root, ignore_errors=True)  # the model is saved: its checkpoints are spent
+        remove_run_checkpoints(root, identity)  # the model is saved: its checkpoints are spent
         report.write_loss_csvs(Path(plots_dir), state.train_history, state.val_history)
         with tempfile.TemporaryDirectory() as tmp:
             png = report.loss_curve_png(

@@ -167,14 +167,33 @@ def latest_checkpoint(root: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
-def keep_last(root: Path, n: int) -> list[Path]:
-    """Delete all but the `n` (≥ 1) highest-step checkpoint folders under `root`; return those deleted."""
+def belongs_to(path: Path, identity: dict[str, Any]) -> bool:
+    """Whether the checkpoint folder `path` has a readable sidecar with `identity`'s values (its run's)."""
+    try:
+        sidecar = read_sidecar(path)
+    except FoundryError:
+        return False
+    return all(sidecar.get(key) == value for key, value in identity.items())
+
+
+def keep_last(root: Path, n: int, identity: dict[str, Any] | None = None) -> list[Path]:
+    """Delete all but the `n` (≥ 1) highest-step checkpoint folders under `root`; return those deleted.
+
+    With `identity` (sidecar fields, e.g. the run's model, method and params digest), only that run's
+    checkpoints are counted and pruned: another run's (other params, kept for the user) stay as they are.
+    """
     if n < 1:
         raise FoundryError(f"keep_last needs n ≥ 1, got {n}.", "Keep at least the latest checkpoint.")
-    doomed = [path for _, path in _steps(root)[:-n]]
+    found = [path for _, path in _steps(root) if identity is None or belongs_to(path, identity)]
+    doomed = found[:-n]
     for path in doomed:
         shutil.rmtree(path)
     return doomed
+
+
+def checkpoint_folders(root: Path) -> list[Path]:
+    """The complete checkpoint folders under `root`, newest (highest step) first."""
+    return [path for _, path in reversed(_steps(root))]
 
 
 def _restart_hint(path: Path) -> str:
@@ -363,7 +382,7 @@ class CheckpointHook(TrainHook):
             self.before_save()
         path = save_checkpoint(state, self.root, self.sidecar)
         self.saved.append(path)
-        keep_last(self.root, self.keep)
+        keep_last(self.root, self.keep, {k: self.sidecar[k] for k in CHECKED_FIELDS if k in self.sidecar})
         return path
 
     def on_step_end(self, step: int, state: TrainState) -> None:

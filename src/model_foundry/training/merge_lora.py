@@ -125,6 +125,7 @@ def merge_lora_folder(
     )
     from model_foundry.io import sha256_file
     from model_foundry.model_folder import (
+        check_parent_checksum,
         has_tokenizer,
         inherit,
         load_adapter,
@@ -142,6 +143,9 @@ def merge_lora_folder(
     out = Path(out)
     _check_out(out, [base_dir, folder, named], force)
 
+    run_meta = named / METADATA_NAME  # a LoRA run's folder records the checksum of the model it trained on
+    if named != folder and run_meta.is_file():
+        check_parent_checksum(base_dir, read_json_object(run_meta), named)
     adapter = load_adapter(base_dir)
     if lora_info(adapter) is not None:  # an adapter-only base (train.merge: false): fold its adapter first
         merge(adapter)

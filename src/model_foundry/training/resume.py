@@ -23,8 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 from model_foundry.errors import FoundryError
 from model_foundry.training.checkpoint import (
+    belongs_to,
     check_expected,
     check_files,
+    checkpoint_folders,
     latest_checkpoint,
     read_sidecar,
     reproducibility,
@@ -39,20 +41,49 @@ CHECKPOINTS_DIR = "checkpoints"  # under the project root: git-ignored, not trac
 NOT_IN_DIGEST = ("checkpoint_interval", "keep_checkpoints", "resume", "output_name")
 
 
-def params_digest(params: Params) -> str:
-    """sha256 (hex) of the params that decide a run's numbers: the model entry's architecture, source and
-    config, and the effective `train:` section except NOT_IN_DIGEST. Same params → same digest, in any
-    process (sorted JSON)."""
+def digest_settings(params: Params) -> dict[str, Any]:
+    """The settings that decide a run's numbers, flattened (`train.lr`, `model.n_layer`, `architecture`, ...):
+    the model entry's architecture, source and config, and the effective `train:` section except
+    NOT_IN_DIGEST. Recorded in each checkpoint's sidecar, so a mismatch can name the settings that differ."""
     train = {k: v for k, v in dataclasses.asdict(params.train).items() if k not in NOT_IN_DIGEST}
-    payload = {
+    settings: dict[str, Any] = {
         "architecture": params.model.architecture,
         "source": params.model.source,
         "revision": params.model.revision,
-        "model": dataclasses.asdict(params.model.arch),
-        "train": train,
     }
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    settings.update({f"model.{k}": v for k, v in dataclasses.asdict(params.model.arch).items()})
+    settings.update({f"train.{k}": v for k, v in train.items()})
+    return json.loads(json.dumps(settings, default=str))  # plain JSON values, as the sidecar holds them
+
+
+def params_digest(params: Params) -> str:
+    """sha256 (hex) of `digest_settings(params)`: same settings → same digest in any process (sorted JSON)."""
+    text = json.dumps(digest_settings(params), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def settings_diff(saved: Any, now: dict[str, Any], limit: int = 4) -> str:
+    """'train.lr 0.002 → 0.001, train.threads 2 → 1' for the settings that differ ('' if unknown)."""
+    if not isinstance(saved, dict):
+        return ""
+    keys = sorted(set(saved) | set(now))
+    changed = [f"{k} {saved.get(k)!r} → {now.get(k)!r}" for k in keys if saved.get(k) != now.get(k)]
+    more = f" and {len(changed) - limit} more" if len(changed) > limit else ""
+    return ", ".join(changed[:limit]) + more
+
+
+def check_settings(
+    sidecar: dict[str, Any], identity: RunIdentity, settings: dict[str, Any], path: Path
+) -> None:
+    """Raise FoundryError naming the settings that differ when the checkpoint's params digest is not this
+    run's (`params_digest` alone would say only that two hashes differ)."""
+    if sidecar.get("params_digest") == identity.params_digest:
+        return
+    diff = settings_diff(sidecar.get("settings"), settings) or "settings of another params.yaml"
+    raise FoundryError(
+        f"The checkpoint {path} was saved with other params ({diff}): resuming would reproduce neither run.",
+        f"Resume with the settings it was saved with, or delete {path.parent} to train from the start.",
+    )
 
 
 @dataclass(frozen=True)
@@ -75,27 +106,46 @@ def checkpoint_root(project_root: Path, output_name: str) -> Path:
 
 
 def resumable_checkpoint(
-    root: Path, identity: RunIdentity, state: TrainState, note: Callable[[str], None]
+    root: Path,
+    identity: RunIdentity,
+    state: TrainState,
+    note: Callable[[str], None],
+    settings: dict[str, Any] | None = None,
 ) -> Path | None:
     """The newest complete checkpoint under `root` that this run can continue from, else None.
 
-    Checks the sidecar's identity (RunIdentity), the fused flag and thread count against this process, and
-    that its files are whole; on any mismatch or damage calls `note` with one line saying why it is
-    ignored, and returns None (the run starts from step 0 and its checkpoints replace the old ones).
+    Checks each checkpoint, newest first: its files are whole, its settings (`settings`: the run's
+    `digest_settings`, to name what differs) and identity (RunIdentity) are this run's, and so are the fused
+    flag and thread count of this process. Each one that is damaged or of another run is reported through
+    `note` (one line saying why) and left in place: it is never used, and this run prunes and deletes only
+    its own checkpoints. None when none matches (the run starts from step 0).
     """
-    path = latest_checkpoint(root)
-    if path is None:
-        return None
     current = reproducibility(state)
-    try:
-        sidecar = read_sidecar(path)
-        check_files(path, sidecar)  # a damaged checkpoint is named as such, before any mismatch
-        expect = {"fused": current["fused"], "threads": current["threads"], **identity.as_dict()}
-        check_expected(sidecar, expect, path)
-    except FoundryError as e:
-        note(f"note: not resuming from {path}: {e.message}")
-        return None
-    return path
+    expect = {"fused": current["fused"], "threads": current["threads"], **identity.as_dict()}
+    for path in checkpoint_folders(root):  # newest first: the newest that matches wins
+        try:
+            sidecar = read_sidecar(path)
+            check_files(path, sidecar)  # a damaged checkpoint is named as such, before any mismatch
+            if settings is not None:
+                check_settings(sidecar, identity, settings, path)
+            check_expected(sidecar, expect, path)
+        except FoundryError as e:
+            note(f"note: not resuming from {path}: {e.message} (kept; delete it to free the space)")
+            continue
+        return path
+    return None
+
+
+def remove_run_checkpoints(root: Path, identity: RunIdentity) -> None:
+    """Delete the checkpoints of this run (its model is saved: they are spent), and `root` when it is left
+    empty; other runs' checkpoints stay."""
+    import shutil
+
+    for path in checkpoint_folders(root):
+        if belongs_to(path, identity.as_dict()):
+            shutil.rmtree(path, ignore_errors=True)
+    if Path(root).is_dir() and not any(Path(root).iterdir()):
+        Path(root).rmdir()
 
 
 def explicit_checkpoint(path: Path) -> Path:
