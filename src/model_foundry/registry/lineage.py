@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-MISSING = "not in the workspace (in the DVC cache / an experiment?)"
+MISSING = "not in the workspace: in the DVC cache or an experiment?"
 MAX_LINKS = 256  # far longer than any real chain; a guard against pathological folders
 
 
