@@ -129,7 +129,9 @@ def _check_targets(adapter: BaseAdapter, targets: list[str], modules_to_save: li
     tied = tied_modules(model)
     tied_names = {n for group in tied for n in group}
     adapted: list[str] = []
-    existing = ", ".join(linear_names(model))
+    # what the hints offer: the adaptable modules, without the tied embedding/head (refused below)
+    tied_last = {n.rsplit(".", 1)[-1] for n in tied_names}
+    existing = ", ".join(n for n in linear_names(model) if n not in tied_last)
     for target in targets:
         found = [n for n in names if _matches(n, target)]
         if not found:

@@ -165,11 +165,11 @@ class ChatStats:
 
     def report(self) -> list[str]:
         """Lines for the stage output: the totals, then one line per kind of bad record."""
+        windows = f", {_count(self.windows, 'window')} ({self.padding_tokens:,} padding tokens)"
         lines = [
-            f"{self.source}: {self.records} {self.format} records, {self.usable} usable "
-            f"({self.truncated} truncated), {self.dropped} dropped; {self.tokens} tokens, "
-            f"{self.trained_tokens} trained"
-            + (f", {self.windows} windows ({self.padding_tokens} padding tokens)" if self.windows else "")
+            f"{self.source}: {_count(self.records, f'{self.format} record')}, {self.usable:,} usable "
+            f"({self.truncated:,} truncated), {self.dropped:,} dropped; {_count(self.tokens, 'token')}, "
+            f"{self.trained_tokens:,} trained" + (windows if self.windows else "")
         ]
         for kind in KINDS:
             if self.counts.get(kind):
@@ -178,6 +178,11 @@ class ChatStats:
                 reason = f" — {self.reasons[kind]}" if kind in self.reasons else ""
                 lines.append(f"  {self.counts[kind]} {KINDS[kind]} (lines {at}{more}){reason}")
         return lines
+
+
+def _count(n: int, noun: str) -> str:
+    """'1 record', '2,048 records'."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 # --- reading --------------------------------------------------------------------------------------------
