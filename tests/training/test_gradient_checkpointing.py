@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -39,14 +40,30 @@ def qwen_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return Path(result.path)
 
 
-def loss_and_grads(adapter: BaseAdapter) -> tuple[float, dict[str, torch.Tensor]]:
+def first_mlp(adapter: BaseAdapter) -> torch.nn.Module:
+    """The MLP inside the first block: when the block is checkpointed, backward runs it again."""
+    model = adapter.model
+    return (model.transformer.h[0] if adapter.spec.name == "gpt" else model.model.layers[0]).mlp
+
+
+def loss_and_grads(adapter: BaseAdapter) -> tuple[float, dict[str, torch.Tensor], int]:
+    """One forward + backward: (loss, gradients, how often the first block's MLP ran)."""
+    calls = []
+    block = first_mlp(adapter)
+    forward = block.forward
+
+    def counted(*args: Any, **kwargs: Any) -> Any:  # (a forward hook would miss the recomputation)
+        calls.append(1)
+        return forward(*args, **kwargs)
+
+    block.forward = counted
     adapter.model.train()
     x = torch.randint(5, 60, (2, 16), generator=torch.Generator().manual_seed(1))
     loss = adapter(x[:, :-1], x[:, 1:]).loss
     assert loss is not None
     loss.backward()
     grads = {n: p.grad.clone() for n, p in adapter.model.named_parameters() if p.grad is not None}
-    return loss.item(), grads
+    return loss.item(), grads, len(calls)
 
 
 @pytest.mark.parametrize("name", ["gpt", "hf-qwen2"])
@@ -59,10 +76,11 @@ def test_same_loss_and_gradients(name: str, request: pytest.FixtureRequest) -> N
         def make() -> BaseAdapter:
             return load_adapter(folder)
 
-    plain_loss, plain = loss_and_grads(make())
+    plain_loss, plain, plain_calls = loss_and_grads(make())
     adapter = make()
     adapter.enable_gradient_checkpointing()
-    loss, grads = loss_and_grads(adapter)
+    loss, grads, calls = loss_and_grads(adapter)
+    assert (plain_calls, calls) == (1, 2)  # checkpointed: the block runs again in backward
     assert loss == pytest.approx(plain_loss, abs=1e-6)
     assert grads.keys() == plain.keys() and len(grads) > 0
     for key, grad in grads.items():

@@ -296,17 +296,19 @@ def is_adapter_only(path: str | Path) -> bool:
     return (path / ADAPTER_DIR / "adapter_config.json").is_file() and not any(path.glob("*.safetensors"))
 
 
-def check_parent_checksum(parent: Path, meta: dict[str, Any], child: Path) -> None:
+def check_parent_checksum(parent: Path, meta: dict[str, Any], child: Path) -> bool:
     """Refuse a parent folder whose bytes are not those `child`'s metadata.json recorded (`parent.sha256`,
     DVC's folder md5): an adapter applied to another model of the same shape gives a model nobody trained.
 
-    Raises FoundryError naming both checksums. Nothing is checked when no checksum was recorded.
+    Returns True when the bytes were compared and match (the whole folder is then the one the child was
+    trained on, which was verified then: a second check of its weights' sha256 would read them again for
+    nothing), False when no checksum was recorded. Raises FoundryError naming both checksums.
     """
     from model_foundry.registry.dvc import dvc_md5
 
     want = (meta.get("parent") or {}).get("sha256")
     if not isinstance(want, str) or not want:
-        return
+        return False
     got = dvc_md5(parent)
     if got != want:
         raise FoundryError(
@@ -315,6 +317,7 @@ def check_parent_checksum(parent: Path, meta: dict[str, Any], child: Path) -> No
             f"Restore that version of {parent.name} (`dvc checkout {parent}` at the commit or experiment "
             "that trained it: `dvc exp show`), or re-train the LoRA model on the current one.",
         )
+    return True
 
 
 def _load_adapter_only(path: Path, device: str | torch.device, verify: bool) -> BaseAdapter:
@@ -351,9 +354,8 @@ def _load_adapter_only(path: Path, device: str | torch.device, verify: bool) -> 
             f"Restore it (`dvc checkout models/{name}`, or `dvc repro` the stage that writes it), or re-run "
             "the LoRA training with train.merge: true to keep merged weights in the folder.",
         )
-    if verify:
-        check_parent_checksum(parent, meta, path)
-    adapter = load_adapter(parent, device=device, verify=verify)
+    same_bytes = verify and check_parent_checksum(parent, meta, path)
+    adapter = load_adapter(parent, device=device, verify=verify and not same_bytes)
     if lora_info(adapter) is not None:  # the parent is itself adapter-only: fold its adapter in first
         merge(adapter)
     load_lora_adapter(adapter, path / ADAPTER_DIR, trainable=False)

@@ -28,6 +28,7 @@ from model_foundry.model_folder import model_metadata
 
 if TYPE_CHECKING:
     from model_foundry.adapters.lora import LoRAInfo
+    from model_foundry.training.resume import RunIdentity
 
 
 def resolve_vocab_size(configured: int, tokenizer_size: int, where: str) -> int:
@@ -334,7 +335,7 @@ def lora_record(cfg: TrainConfig, lora: LoRAInfo) -> dict[str, Any]:
     }
 
 
-def lineage_tags(identity: Any, parent: str | None, lora: LoRAInfo | None) -> dict[str, str]:
+def lineage_tags(identity: RunIdentity, parent: str | None, lora: LoRAInfo | None) -> dict[str, str]:
     """The MLflow tags that say where a trained model came from (the same facts as its metadata.json)."""
     tags = {
         "foundry.parent": parent or "",

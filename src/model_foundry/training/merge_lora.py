@@ -23,7 +23,6 @@ from typing import Any
 
 from model_foundry.errors import FoundryError
 
-ADAPTER_SUBDIR = "adapter"  # where a LoRA run's folder keeps its adapter (model_folder.ADAPTER_DIR)
 MERGED_BY = "foundry merge-lora"
 # adapter_config.json keys recorded in metadata.json training.lora (ours: r, alpha, dropout, …)
 LORA_RECORD = {"r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout", "target_modules": "target_modules",
@@ -38,6 +37,7 @@ def find_adapter_folder(adapter_dir: str | Path) -> tuple[Path, Path]:
     output folder). Raises FoundryError when neither has adapter_config.json.
     """
     from model_foundry.adapters.lora import ADAPTER_CONFIG_NAME
+    from model_foundry.model_folder import ADAPTER_DIR
 
     adapter_dir = Path(adapter_dir)
     if not adapter_dir.is_dir():
@@ -46,12 +46,12 @@ def find_adapter_folder(adapter_dir: str | Path) -> tuple[Path, Path]:
             "Point to a LoRA adapter folder (adapter_config.json + adapter_model.safetensors) or to a LoRA "
             "run's output folder models/<name>.",
         )
-    for folder in (adapter_dir, adapter_dir / ADAPTER_SUBDIR):
+    for folder in (adapter_dir, adapter_dir / ADAPTER_DIR):
         if (folder / ADAPTER_CONFIG_NAME).is_file():
             return folder, adapter_dir
     raise FoundryError(
         f"{adapter_dir} holds no LoRA adapter: neither {ADAPTER_CONFIG_NAME} nor "
-        f"{ADAPTER_SUBDIR}/{ADAPTER_CONFIG_NAME}.",
+        f"{ADAPTER_DIR}/{ADAPTER_CONFIG_NAME}.",
         "Point to a folder written by a LoRA run (train.method: lora) or by peft's save_pretrained; a full "
         "fine-tune's folder has nothing to merge.",
     )
@@ -144,9 +144,9 @@ def merge_lora_folder(
     _check_out(out, [base_dir, folder, named], force)
 
     run_meta = named / METADATA_NAME  # a LoRA run's folder records the checksum of the model it trained on
-    if named != folder and run_meta.is_file():
-        check_parent_checksum(base_dir, read_json_object(run_meta), named)
-    adapter = load_adapter(base_dir)
+    same_bytes = named != folder and run_meta.is_file()
+    same_bytes = same_bytes and check_parent_checksum(base_dir, read_json_object(run_meta), named)
+    adapter = load_adapter(base_dir, verify=not same_bytes)  # the md5 just read every byte of it
     if lora_info(adapter) is not None:  # an adapter-only base (train.merge: false): fold its adapter first
         merge(adapter)
     load_lora_adapter(adapter, folder, trainable=False)
