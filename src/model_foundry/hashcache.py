@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from model_foundry.io import sha256_file, write_json
@@ -40,8 +41,11 @@ class HashCache:
     cache shared by several models); otherwise keep only this run's entries (files that went away drop out).
     """
 
-    def __init__(self, path: Path | None, keep_others: bool = False) -> None:
+    def __init__(
+        self, path: Path | None, keep_others: bool = False, hasher: Callable[[Path], str] = sha256_file
+    ) -> None:
         self.path = path
+        self.hasher = hasher
         self.keep_others = keep_others
         self.entries: dict[str, str] = {}
         self.used: dict[str, str] = {}
@@ -53,12 +57,15 @@ class HashCache:
             except (OSError, ValueError, RecursionError):
                 self.entries = {}  # a damaged cache is only a slower run
 
-    def sha256(self, file: Path) -> str:
-        """The sha256 (hex) of `file`, cached by its stat key. Raises OSError if it cannot be read."""
+    def digest(self, file: Path) -> str:
+        """`hasher(file)` (default: sha256, hex), cached by the file's stat key. One cache file holds one
+        hasher's digests. Raises OSError if the file cannot be read."""
         key = stat_key(file)
-        digest = self.entries.get(key) or sha256_file(file)
+        digest = self.entries.get(key) or self.hasher(file)
         self.used[key] = digest
         return digest
+
+    sha256 = digest  # the default hasher's name, as the inputs stage and the weights check call it
 
     def save(self) -> None:
         """Write the cache atomically (never raises: an unwritable cache only costs a re-hash next time)."""

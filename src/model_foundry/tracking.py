@@ -3,6 +3,17 @@
 Default store: `sqlite:///<project root>/mlflow.db` (override with MLFLOW_TRACKING_URI). Runs queued with
 `dvc exp run --queue` execute in a temp copy under `.dvc/tmp/exps/`; they still log to the main project's
 store, so every experiment shows up in one `mlflow ui`.
+
+What a model leaves in the store:
+- a training run named after the model (`gpt-tiny-trained`, under `dvc exp run` too: the experiment's name
+  is the tag `dvc_exp_name`), tagged stage=train, with its dataset as an MLflow dataset input (name =
+  data.source, digest = DVC's md5 of the tokenized data folder, context "training");
+- a LoggedModel of the same name (`ensure_logged_model`): an *external* model, whose weights stay in the
+  DVC-tracked folder `models/<name>` (tag `foundry.path`) and are never copied into the artifact store,
+  one per (name, DVC checksum of the folder): retraining to identical bytes reuses it;
+- the evaluation's metrics, on every training run that produced these weights and linked to the
+  LoggedModel (`model_id`); when no training run of these weights is in the store, on a run
+  `<model>-eval` tagged stage=evaluate.
 """
 
 from __future__ import annotations
@@ -15,7 +26,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from model_foundry.errors import FoundryError
 from model_foundry.project import git_commit, project_root
+from model_foundry.registry.mlflow_runs import tracking_uri_for
 
 EXPERIMENT = "model-foundry"
 WEIGHTS_TAG = "foundry.weights_sha256"
@@ -24,11 +37,17 @@ EVAL_COPIED_TAG = "foundry.eval_copied_from"  # the run whose evaluation of the 
 PARAM_LIMIT = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH in mlflow 3 (a test checks they agree)
 # Who runs a run: a run left RUNNING whose process is gone (kill -9, power loss) is marked KILLED later.
 PID_TAG, HOST_TAG, PROJECT_TAG = "foundry.pid", "foundry.host", "foundry.project"
+# LoggedModel tags (besides foundry.parent, foundry.parent_checksum, architecture, method)
+CHECKSUM_TAG = "foundry.checksum"  # DVC's md5 of models/<name> (`<hex>.dir`), what dvc.lock records
+PATH_TAG = "foundry.path"  # where the weights are: the DVC-tracked folder, relative to the project root
+MODEL_ID_TAG = "foundry.model_id"  # on a training run: the LoggedModel it produced (or reproduced)
+MLFLOW_MODEL_FORBIDDEN = "./:%\"'"  # mlflow.utils.validation._validate_logged_model_name
+DATASET_NAME_LIMIT = 500  # the `name` column of MLflow's datasets table
 
 
 def tracking_uri() -> str:
     """MLFLOW_TRACKING_URI, else the sqlite store `mlflow.db` in the project root (model_foundry.project)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
+    return tracking_uri_for(project_root())
 
 
 def _setup() -> Any:
@@ -67,10 +86,38 @@ class Tracker:
     def __init__(self, mlflow: Any, run: Any) -> None:
         self.mlflow = mlflow
         self.run_id: str = run.info.run_id
+        self.model_id: str | None = None  # the LoggedModel this run produced, once `log_model` ran
 
-    def log(self, metrics: dict[str, float], step: int | None = None) -> None:
-        """Log metrics; raises ValueError on NaN/Infinity (no non-finite number is ever recorded)."""
-        self.mlflow.log_metrics(finite_metrics(metrics), step=step, synchronous=False)
+    def log(self, metrics: dict[str, float], step: int | None = None, model_id: str | None = None) -> None:
+        """Log metrics (linked to the LoggedModel `model_id` when given); raises ValueError on NaN/Infinity
+        (no non-finite number is ever recorded)."""
+        values = finite_metrics(metrics)
+        self.mlflow.log_metrics(values, step=step, synchronous=False, model_id=model_id)
+
+    def log_dataset(self, name: str, digest: str, source: str | Path, context: str = "training") -> None:
+        """Record the data this run read as an MLflow dataset input (shown under the run's "Datasets").
+
+        `name`: what the data is (data.source, `dataset_name`); `digest`: DVC's md5 of the folder
+        (`<hex>.dir`, `registry.dvc.dvc_md5`), so runs on the same bytes show one dataset; `source`: its path.
+        """
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.data.sources import LocalArtifactDatasetSource
+
+        dataset = MetaDataset(
+            LocalArtifactDatasetSource(str(Path(source).resolve())), name=name, digest=digest
+        )
+        self.mlflow.log_input(dataset, context=context)
+
+    def log_model(self, model_dir: str | Path, meta: dict[str, Any]) -> str:
+        """Link this run to the LoggedModel of the folder `model_dir` (created with this run as its source
+        run, or the existing one for the same name and bytes); tags the run with MODEL_ID_TAG and returns
+        the model id, kept as `self.model_id` (the evaluation this run attaches is linked to it)."""
+        from mlflow.entities import LoggedModelOutput
+
+        self.model_id = ensure_logged_model(model_dir, meta, source_run_id=self.run_id)
+        self.mlflow.MlflowClient().log_outputs(self.run_id, [LoggedModelOutput(self.model_id, 0)])
+        self.set_tags({MODEL_ID_TAG: self.model_id})
+        return self.model_id
 
     def flush(self) -> None:
         """Wait until every metric logged so far is in the store (logging is asynchronous)."""
@@ -103,7 +150,7 @@ class Tracker:
         if found is None:
             return None
         source, metrics = found
-        self.log(metrics)
+        self.log(metrics, model_id=self.model_id)
         self.set_tags({EVAL_COPIED_TAG: source})
         return source
 
@@ -121,7 +168,7 @@ class Tracker:
         metrics = recorded_metrics_for(root, model_dir) if root else None
         if metrics is None:
             return None
-        self.log(evaluation_metrics(metrics))
+        self.log(evaluation_metrics(metrics), model_id=self.model_id)
         self.set_tags({EVAL_COPIED_TAG: LOCK_NAME})
         return LOCK_NAME
 
@@ -263,8 +310,9 @@ def earlier_evaluation(sha256: str, exclude_run_id: str | None = None) -> tuple[
     return None
 
 
-def log_evaluation(run_ids: list[str], metrics: dict[str, float]) -> None:
-    """Log the evaluate stage's metrics into each of these runs (they produced the evaluated weights).
+def log_evaluation(run_ids: list[str], metrics: dict[str, float], model_id: str | None = None) -> None:
+    """Log the evaluate stage's metrics into each of these runs (they produced the evaluated weights),
+    linked to the LoggedModel `model_id` when given.
 
     Raises ValueError on NaN/Infinity. A copied-evaluation tag is dropped: the run now has its own.
     """
@@ -277,6 +325,103 @@ def log_evaluation(run_ids: list[str], metrics: dict[str, float]) -> None:
     client = mlflow.MlflowClient()
     now = int(time.time() * 1000)
     for run_id in run_ids:
-        client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in values.items()], synchronous=True)
+        batch = [Metric(k, v, now, 0, model_id=model_id) for k, v in values.items()]
+        client.log_batch(run_id, metrics=batch, synchronous=True)
         if EVAL_COPIED_TAG in client.get_run(run_id).data.tags:
             client.delete_tag(run_id, EVAL_COPIED_TAG)
+
+
+# --- datasets and logged models ----------------------------------------------------------------------------
+def dataset_name(source: str | list[str]) -> str:
+    """The MLflow dataset name of data.source: the source itself (`builtin:pydoc_topics`, a path), or the
+    sources joined with ", "; cut to DATASET_NAME_LIMIT characters with a visible "…"."""
+    text = ", ".join(source) if isinstance(source, list) else source
+    return text if len(text) <= DATASET_NAME_LIMIT else text[: DATASET_NAME_LIMIT - 1] + "…"
+
+
+def check_model_name(name: str) -> str:
+    """`name` when MLflow accepts it as a LoggedModel name; FoundryError naming the character otherwise.
+
+    Catalog keys and pipeline outputs already follow `naming.check_name` (which implies this); the check
+    catches `foundry train --out` folders like `models/gpt.v2` before training starts.
+    """
+    bad = sorted({c for c in name if c in MLFLOW_MODEL_FORBIDDEN})
+    if not name or bad:
+        what = f"contains {', '.join(map(repr, bad))}" if bad else "is empty"
+        raise FoundryError(
+            f"The model name {name!r} {what}: MLflow model names forbid . / : % and quotes.",
+            "Name the output folder with lower-case letters, digits and '-' (e.g. models/gpt-v2).",
+        )
+    return name
+
+
+def model_method(meta: dict[str, Any]) -> str:
+    """How the model was made: metadata.json's training.method (full, lora), else scratch, copy or import."""
+    from model_foundry.registry.lineage import link_method
+
+    training = meta.get("training")
+    if isinstance(training, dict) and training.get("method"):
+        return str(training["method"])
+    return link_method(meta)
+
+
+def model_tags(model_dir: str | Path, meta: dict[str, Any], checksum: str) -> dict[str, str]:
+    """The LoggedModel tags of the folder `model_dir` (metadata.json `meta`, DVC checksum `checksum`)."""
+    from model_foundry.registry.lineage import parent_of
+
+    model_dir = Path(model_dir).resolve()
+    root = project_root().resolve()
+    parent, parent_checksum = parent_of(meta)
+    path = model_dir.relative_to(root).as_posix() if model_dir.is_relative_to(root) else str(model_dir)
+    return {
+        CHECKSUM_TAG: checksum,
+        PATH_TAG: path,
+        "foundry.parent": parent or "",
+        "foundry.parent_checksum": parent_checksum or "",
+        "architecture": str(meta.get("architecture") or ""),
+        "method": model_method(meta),
+    }
+
+
+def find_logged_model(name: str, checksum: str) -> str | None:
+    """The id of the LoggedModel `name` whose folder had the DVC checksum `checksum`, if this store has one
+    (the oldest: the one first made from these bytes)."""
+    mlflow = _setup()
+    experiment = mlflow.get_experiment_by_name(EXPERIMENT)
+    found = mlflow.search_logged_models(
+        experiment_ids=[experiment.experiment_id],
+        filter_string=f"name = '{check_model_name(name)}' AND tags.`{CHECKSUM_TAG}` = '{checksum}'",
+        order_by=[{"field_name": "creation_time", "ascending": True}],
+        output_format="list",
+    )
+    return found[0].model_id if found else None
+
+
+def ensure_logged_model(
+    model_dir: str | Path, meta: dict[str, Any], source_run_id: str, checksum: str | None = None
+) -> str:
+    """The id of the LoggedModel of the folder `model_dir`, created when this store has none for its name
+    and bytes (one per (name, DVC checksum)).
+
+    The model is external (`mlflow.create_external_model`): nothing of the folder is copied into the
+    artifact store (MLflow writes only a small MLmodel stub); its tags say where the weights are
+    (`model_tags`). `source_run_id`: the run that produced it (a new model only). `checksum`: DVC's md5 of
+    the folder, computed (`registry.dvc.dvc_md5`) when not given. The name is the folder's name; FoundryError
+    when MLflow forbids it (`check_model_name`).
+    """
+    from model_foundry.registry.dvc import dvc_md5
+
+    name = check_model_name(Path(model_dir).name)
+    checksum = checksum or dvc_md5(model_dir)
+    if (found := find_logged_model(name, checksum)) is not None:
+        return found
+    mlflow = _setup()
+    experiment = mlflow.get_experiment_by_name(EXPERIMENT)
+    model = mlflow.create_external_model(
+        name=name,
+        source_run_id=source_run_id,
+        tags=model_tags(model_dir, meta, checksum),
+        model_type="model-foundry",
+        experiment_id=experiment.experiment_id,
+    )
+    return str(model.model_id)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -18,6 +19,7 @@ import yaml
 from conftest import VENV_BIN, make_repo_copy, run_cmd, tiny_params
 from finetune_checks import _check_adapter_equals_merged, _lock_md5, _meta
 from localhub.repos import BERT, QWEN2
+from model_foundry.registry.dvc import dvc_md5
 
 pytestmark = pytest.mark.slow
 
@@ -128,6 +130,31 @@ def test_exp_run_imports_fine_tunes_and_evaluates_a_hub_model(local_hub, hub_rep
     )
     assert _lock_md5(repo, "models/tiny-qwen2-chat-trained") == whole
     assert not (repo / "checkpoints/tiny-qwen2-chat-trained").exists()
+
+    # The registry, derived from dvc.lock, the experiments and MLflow: every model the two runs made, the
+    # chain chat-trained ← chat ← trained ← import, and the imported model (replaced in the workspace by the
+    # second experiment) brought back byte-identical.
+    listed = json.loads(run_cmd(["foundry", "list-models", "--json", "--metrics"], repo, **env).stdout)
+    models = {m["name"]: m for m in listed["models"]}
+    assert {"tiny-qwen2", "tiny-qwen2-trained", "tiny-qwen2-chat", "tiny-qwen2-chat-trained"} <= set(models)
+    assert models["tiny-qwen2"]["source_kind"] == "hub" and models["tiny-qwen2"]["method"] == "import"
+    assert models["tiny-qwen2-chat-trained"]["method"].startswith("lora")
+    assert models["tiny-qwen2-chat-trained"]["checksum"] == _lock_md5(repo, "models/tiny-qwen2-chat-trained")
+    info = json.loads(
+        run_cmd(["foundry", "model-info", "tiny-qwen2-chat-trained", "--json"], repo, **env).stdout
+    )
+    assert [link["name"] for link in info["lineage"]] == [
+        "tiny-qwen2-chat-trained", "tiny-qwen2-chat", "tiny-qwen2-trained", "tiny-qwen2",
+    ]  # fmt: skip
+    assert all(link["checksum"] for link in info["lineage"])
+    assert any(run["name"] == "tiny-qwen2-chat-trained" and run["stage"] == "train" for run in info["runs"])
+    imported = models["tiny-qwen2"]
+    if imported["in_workspace"]:
+        shutil.rmtree(repo / "models/tiny-qwen2")
+    got = run_cmd(["foundry", "get", "tiny-qwen2", "--exp", "qwen"], repo, **env)
+    assert "experiment qwen" in got.stdout
+    assert dvc_md5(repo / "models/tiny-qwen2") == imported["checksum"]
+    assert run_cmd(["foundry", "validate-model", "tiny-qwen2"], repo, **env).returncode == 0
 
 
 def test_repro_a_masked_lm_from_the_hub(local_hub, hub_repos, tmp_path):

@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 import typer
 
-from model_foundry.cli import hub, lora, models, pipeline
+from model_foundry.cli import hub, lora, models, pipeline, registry
 from model_foundry.errors import FoundryError
 
 app = typer.Typer(
@@ -28,6 +28,7 @@ pipeline.register(app)
 models.register(app)
 hub.register(app)
 lora.register(app)
+registry.register(app)
 
 
 def main() -> None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from model_foundry.cli.options import QuietOpt
+
+if TYPE_CHECKING:
+    from model_foundry.hub.importer import ImportResult
 
 
 def import_model(
@@ -70,14 +73,32 @@ def import_model(
         f"{result.seconds:.1f} s)"
     )
     if not no_dvc:
-        report_dvc_add(result.path)
+        report_dvc_add(result.path, result)
 
 
-def report_dvc_add(path: Path) -> None:
-    """`dvc add` the imported folder (inside a DVC repo) and say what happened; a failure is a warning."""
-    from model_foundry.project import dvc_add
+def report_dvc_add(path: Path, result: ImportResult | None = None) -> None:
+    """`dvc add` the imported folder (inside a DVC repo) and say what happened; a failure is a warning.
 
-    added = dvc_add(path)
+    Runs inside the project lock (another import's rename or `dvc add` waits) and waits for DVC's own lock
+    (a running `dvc repro`), with a note on stderr when it waits. Raises FoundryError when a lock stays held
+    longer than `project.lock_timeout()`: the model is imported then, and the hint says how to track it.
+    """
+    from model_foundry.errors import FoundryError
+    from model_foundry.locking import project_lock
+    from model_foundry.project import dvc_add, dvc_root
+
+    if dvc_root(path.parent) is None:  # not in a DVC repo: nothing to track, no lock to take
+        return
+    try:
+        with project_lock(path.parent, f"import-model: dvc add {path}"):
+            added = dvc_add(path)
+            if added is not None and added.error is None and result is not None:
+                declare_import(added.root, added.rel.as_posix(), result)
+    except FoundryError as e:
+        raise FoundryError(
+            f"{e.message} {path} is imported but not tracked by DVC.",
+            f"{e.hint or ''} Then track it: `dvc add {path}`.".lstrip(),
+        ) from None
     if added is None:
         return
     if added.error is not None:
@@ -91,6 +112,31 @@ def report_dvc_add(path: Path) -> None:
         f"tracked by DVC: {added.dvc_file} "
         f"(commit it with git: `git add {added.dvc_file} {added.rel.parent}/.gitignore`)"
     )
+
+
+def declare_import(root: Path, rel: str, result: ImportResult) -> None:
+    """Declare the imported folder as a model artifact in dvc.yaml (registry/artifacts.py); a dvc.yaml that
+    cannot be read or written is a warning (the import and its .dvc file stand)."""
+    from ruamel.yaml.error import YAMLError
+
+    from model_foundry.registry.artifacts import declare_artifact
+
+    origin = result.model_id or result.source
+    meta = {"imported": True, "source": origin, **({"revision": result.revision} if result.revision else {})}
+    try:
+        changed = declare_artifact(
+            root,
+            result.name,
+            rel,
+            f"{origin} imported by foundry import-model",
+            [result.architecture, "import"],
+            meta,
+        )
+    except (OSError, YAMLError) as e:
+        print(f"warning: could not declare {rel} in dvc.yaml's artifacts: {e}", file=sys.stderr)
+        return
+    if changed:
+        print(f"declared in dvc.yaml's artifacts as {result.name} (commit dvc.yaml with it)")
 
 
 def import_help() -> str:

@@ -221,8 +221,13 @@ def import_model(
     needs is refused unless `init_missing`: then they are initialised once, seeded, and saved into the
     folder (see `convert.complete_weights`). Messages and progress bars go to `reporter` (default: stderr).
 
+    Concurrent imports into one project are safe: the folder is built privately and renamed into
+    `models_dir/<name>` inside the project lock (`_build_and_claim`), so two imports racing for one name end
+    as `<name>` and `<name>-v2` with `version_suffix`, or the second fails with "already exists".
+
     Returns what was imported (`ImportResult`). Raises FoundryError for every bad input: SOURCE, name
-    (taken, not allowed), repo, licence, memory, weights (see `plan_import`, `checked_download`).
+    (taken, not allowed), repo, licence, memory, weights (see `plan_import`, `checked_download`), and when
+    another run holds the project lock longer than `project.lock_timeout()`.
     """
     t0 = time.perf_counter()
     reporter = reporter or Reporter()
@@ -241,20 +246,15 @@ def import_model(
         ),
         force=force, reporter=reporter,
     )  # fmt: skip
-    if taken(models_dir, final):  # created meanwhile by someone else: never replace it
-        choose_name(models_dir, final, False)
     now = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
-    meta = materialize(
-        plan,
-        local,
-        models_dir / final,
-        final,
-        ack,
-        created_at=now,
-        link_local=link,
-        reporter=reporter,
-        init_missing=init_missing,
-    )
+
+    def build(out: Path, name: str) -> dict[str, Any]:
+        return materialize(
+            plan, local, out, name, ack, created_at=now, link_local=link, reporter=reporter,
+            init_missing=init_missing,
+        )  # fmt: skip
+
+    final, meta = _build_and_claim(models_dir, wanted, final, version_suffix, build, reporter)
     return ImportResult(
         name=final,
         path=models_dir / final,
@@ -271,6 +271,50 @@ def import_model(
         seconds=time.perf_counter() - t0,
         warnings=reporter.warnings[first_warning:],
     )
+
+
+def _build_and_claim(
+    models_dir: Path,
+    wanted: str,
+    final: str,
+    version_suffix: bool,
+    build: Callable[[Path, str], dict[str, Any]],
+    reporter: Reporter,
+) -> tuple[str, dict[str, Any]]:
+    """Build the folder `final` with `build(out, name)` in a staging folder of this run, then move it to
+    `models_dir/<final>` inside the project lock; returns (the name taken, what `build` returned).
+
+    Another run (a second `foundry import-model`) may take the name while this one downloads or builds:
+    the name is checked again inside the lock, and the loser builds again as `wanted`'s next free version
+    with `version_suffix`, or raises choose_name's "already exists" FoundryError without it. An existing
+    folder is never replaced, and `models_dir/<name>` only ever appears complete (one rename). The staging
+    folder (`.foundry-tmp-<pid>@<host>-<name>-…`, git- and DVC-ignored, cleaned after a kill by the next
+    atomic write in `models_dir`) is removed on every exit. Raises FoundryError when the lock stays held
+    longer than `project.lock_timeout()` (see model_foundry.locking).
+    """
+    import shutil
+    import tempfile
+
+    from model_foundry.envfaults import check_output_folder, writing
+    from model_foundry.leftovers import temp_prefix
+    from model_foundry.locking import project_lock
+
+    check_output_folder(models_dir)
+    with writing(models_dir / final):  # a full disk or a read-only folder becomes a FoundryError
+        staging = Path(tempfile.mkdtemp(prefix=temp_prefix(final), dir=models_dir))
+    try:
+        while True:
+            if taken(models_dir, final):  # created meanwhile by another run: never replace it
+                final = choose_name(models_dir, wanted, version_suffix)
+            meta = build(staging / final, final)
+            what = f"import-model: moving the import into {models_dir / final}"
+            with project_lock(models_dir, what, note=lambda m: reporter.info(f"note: {m}")):
+                if not taken(models_dir, final):
+                    (staging / final).rename(models_dir / final)
+                    return final, meta
+            shutil.rmtree(staging / final)  # the name went to another run while we built: build again
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def materialize(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +25,18 @@ def _md5_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def dvc_md5(path: str | Path) -> str:
-    """DVC's checksum of `path`: the file's md5, or `<hex>.dir` for a folder (every file below it)."""
+def dvc_md5(path: str | Path, file_md5: Callable[[Path], str] = _md5_file) -> str:
+    """DVC's checksum of `path`: the file's md5, or `<hex>.dir` for a folder (every file below it).
+
+    file_md5: how one file's md5 is computed (a stat-keyed cache passes its own). Raises OSError when a file
+    cannot be read.
+    """
     path = Path(path)
     if path.is_file():
-        return _md5_file(path)
+        return file_md5(path)
     entries = sorted(
         (
-            {"md5": _md5_file(p), "relpath": p.relative_to(path).as_posix()}
+            {"md5": file_md5(p), "relpath": p.relative_to(path).as_posix()}
             for p in path.rglob("*")
             if p.is_file()
         ),

@@ -148,3 +148,79 @@ def format_chain(links: list[LineageLink]) -> str:
 def format_checksums(links: list[LineageLink]) -> list[str]:
     """`  <name>: <checksum>` for every link whose child recorded a checksum for it (DVC md5 or sha256)."""
     return [f"  {link.name}: {link.checksum}" for link in links if link.checksum]
+
+
+@dataclass(frozen=True)
+class TreeNode:
+    """A model of a lineage tree (registry-wide: models in experiments and the cache count too).
+
+    checksum: its DVC md5; method: how it was made (`link_method`); run: the MLflow training run that made
+    it (when the registry was read with MLflow); location: the registry's; children: the models made from it.
+    """
+
+    name: str
+    checksum: str | None
+    method: str | None
+    run: str | None
+    location: str
+    children: tuple[TreeNode, ...] = ()
+
+
+def _node(model: Any, children: tuple[TreeNode, ...] = ()) -> TreeNode:
+    run = next((r.run_id for r in model.runs if getattr(r, "stage", None) == "train"), None)
+    return TreeNode(model.name, model.checksum, model.method, run, model.location, children)
+
+
+def ancestors(registry: Any, name: str) -> list[TreeNode | str]:
+    """The model `name` and its ancestors up to the root, newest first, from the registry (records.Registry):
+    parents named in dvc.lock deps or metadata.json. A parent the registry does not know ends the chain as
+    its bare name; a cycle ends it too. Raises FoundryError when `name` is unknown."""
+    chain: list[TreeNode | str] = []
+    seen: set[str] = set()
+    current: str | None = name
+    while current is not None and current not in seen and len(chain) < MAX_LINKS:
+        seen.add(current)
+        known = next((m for m in registry.models if m.name == current), None)
+        if known is None:
+            if not chain:
+                registry.get(current)  # raises with suggestions
+            chain.append(current)
+            break
+        chain.append(_node(known))
+        current = known.fine_tuned_from
+    return chain
+
+
+def descendants(registry: Any, name: str, _seen: frozenset[str] = frozenset()) -> TreeNode:
+    """The tree of models made from `name` (children by their recorded parent), `name` at the root."""
+    model = registry.get(name)
+    seen = _seen | {name}
+    kids = tuple(
+        descendants(registry, child.name, seen) for child in registry.children(name) if child.name not in seen
+    )
+    return _node(model, kids)
+
+
+def format_tree(registry: Any, name: str) -> list[str]:
+    """Text lines: the ancestors from the root down to `name` (marked `*`), then its descendants."""
+
+    def label(node: TreeNode | str) -> str:
+        if isinstance(node, str):
+            return f"{node} (not in the registry)"
+        checksum = node.checksum[:8] if node.checksum else "no checksum"
+        run = f", run {node.run[:8]}" if node.run else ""
+        return f"{node.name} ({node.method or '?'}, {checksum}, {node.location}{run})"
+
+    chain = list(reversed(ancestors(registry, name)))
+    lines = []
+    for depth, node in enumerate(chain):
+        mark = "* " if depth == len(chain) - 1 else ""
+        lines.append(("   " * (depth - 1) + "└─ " if depth else "") + mark + label(node))
+
+    def walk(node: TreeNode, depth: int) -> None:
+        for child in node.children:
+            lines.append("   " * (depth - 1) + "└─ " + label(child))
+            walk(child, depth + 1)
+
+    walk(descendants(registry, name), len(chain))
+    return lines

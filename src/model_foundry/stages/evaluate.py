@@ -1,16 +1,19 @@
-"""evaluate stage: metrics.json (DVC) and the same numbers on the model's MLflow training runs.
+"""evaluate stage: metrics.json (DVC) and the same numbers on the model's MLflow training runs and its
+LoggedModel.
 
 Non-finite weights or metrics (a diverged or damaged model) raise FoundryError: nothing is written.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from model_foundry import tracking
 from model_foundry.config import Params
+from model_foundry.errors import FoundryError
 from model_foundry.io import write_json
 
 if TYPE_CHECKING:
@@ -99,14 +102,17 @@ def run(
     unigram baseline over the same tokens; no bits_per_byte (`evaluation.metrics.packed_causal_metrics`).
 
     The metrics go to every MLflow training run that produced these exact weights (found by their sha256,
-    `model_folder.weights_tag`), or to a new run when none did. `verify` checks the weights against the
-    sha256 in metadata.json first. Raises FoundryError for a damaged or weightless model folder
-    (`model_folder.load_adapter`), a validation split too short for one window, or weights or a metric that
-    are NaN/Infinity (nothing is written then).
+    `model_folder.weights_tag`), or to a new run `<model>-eval` (tag stage=evaluate, with `data_dir` as its
+    "evaluation" dataset) when none did; either way linked to the model's LoggedModel
+    (`tracking.ensure_logged_model`, created if the store has none for these bytes). `verify` checks the
+    weights against the sha256 in metadata.json first. Raises FoundryError for a damaged or weightless model
+    folder (`model_folder.load_adapter`), a validation split too short for one window, or weights or a metric
+    that are NaN/Infinity (nothing is written then).
     """
     from model_foundry.data.tokens import TokenizedData
     from model_foundry.evaluation.finite import require_finite_metrics, require_finite_weights
     from model_foundry.model_folder import load_adapter, read_model_info, weights_tag
+    from model_foundry.registry.dvc import dvc_md5
     from model_foundry.training.device import Runtime
 
     cfg = params.train
@@ -126,15 +132,23 @@ def run(
     flat = tracking.evaluation_metrics(metrics)
     weights_sha = weights_tag(meta)
     run_ids = tracking.find_runs_by_weights(weights_sha) if weights_sha else []
-    if run_ids:
-        tracking.log_evaluation(run_ids, flat)
+    if run_ids:  # linked to the model's LoggedModel (made by the newest of these runs, if not yet there)
+        tracking.log_evaluation(run_ids, flat, _logged_model(model_dir, meta, run_ids[0]))
         return metrics
-    tags = tracking.standard_tags(
-        meta.get("model_name", Path(model_dir).name),
-        meta["architecture"],
-        meta.get("fine_tuned_from"),
-        "evaluate",
-    )
+    name = meta.get("model_name", Path(model_dir).name)
+    tags = tracking.standard_tags(name, meta["architecture"], meta.get("fine_tuned_from"), "evaluate")
     with tracking.start_run(f"{Path(model_dir).name}-eval", tags) as tracker:
-        tracker.log(flat)
+        digest = dvc_md5(data_dir)
+        tracker.log_dataset(tracking.dataset_name(params.data.source), digest, data_dir, context="evaluation")
+        tracker.log(flat, model_id=_logged_model(model_dir, meta, tracker.run_id))
     return metrics
+
+
+def _logged_model(model_dir: Path, meta: dict[str, Any], source_run_id: str) -> str | None:
+    """The id of the folder's LoggedModel (`tracking.ensure_logged_model`), or None with a note when the
+    folder's name is no valid MLflow model name (`foundry evaluate --model some/gpt2.v1` still works)."""
+    try:
+        return tracking.ensure_logged_model(model_dir, meta, source_run_id)
+    except FoundryError as e:
+        print(f"note: {e.message} The metrics are logged without a LoggedModel.", file=sys.stderr)
+        return None

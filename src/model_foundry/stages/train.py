@@ -192,13 +192,14 @@ def run(
     run_id = tracking.existing_run(read_sidecar(start).get("mlflow_run_id")) if start else None
     architecture = adapter.spec.name
     tags = tracking.standard_tags(out.name, architecture, fine_tuned_from, "train")
-    run_name = tags.get("dvc_exp_name") or out.name
-    with tracking.start_run(run_name, tags, run_id=run_id) as tracker:
+    # the run is named after the model, under `dvc exp run` too (the experiment's name is a tag)
+    with tracking.start_run(tracking.check_model_name(out.name), tags, run_id=run_id) as tracker:
         tracker.set_tags(lineage_tags(identity, fine_tuned_from, lora))
-        if run_id is None:  # a continued run has its params already
+        if run_id is None:  # a continued run has its params and dataset already
             tracker.log_params(
                 {**params.flat(), "parameters": total_parameters, "runtime": runtime.describe()}
             )
+            tracker.log_dataset(tracking.dataset_name(params.data.source), identity.data_hash, data_dir)
         print(f"training {out.name}: {total_parameters:,} parameters on {runtime.describe()}")
         if lora is not None:
             print(lora.describe())
@@ -269,6 +270,7 @@ def run(
             "train_seconds": result.seconds,
         }
         tracker.log(summary)
+        tracker.log_model(out, saved)  # the LoggedModel (external: weights stay in the DVC-tracked folder)
         weights_sha = weights_tag(saved)
         if weights_sha:
             tracker.set_tags({tracking.WEIGHTS_TAG: weights_sha})
