@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 import typer
 
-from model_foundry.cli import hub, lora, models, pipeline, registry
+from model_foundry.cli import chat, hub, lora, models, pipeline, recommend, registry, serve
 from model_foundry.errors import FoundryError
 
 app = typer.Typer(
@@ -29,6 +29,9 @@ models.register(app)
 hub.register(app)
 lora.register(app)
 registry.register(app)
+chat.register(app)
+serve.register(app)
+recommend.register(app)
 
 
 def main() -> None:
