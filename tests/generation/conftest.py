@@ -13,13 +13,10 @@ from model_foundry.adapters.base import BaseAdapter
 
 
 @pytest.fixture(scope="module")
-def hub_model(
-    hub_repos: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
-) -> Callable[[str], BaseAdapter]:
-    """family name → the family's fixture repo imported (once per module) and loaded by `load_adapter`."""
+def hub_folder(hub_repos: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """family name → the family's fixture repo imported (once per module) as a canonical model folder."""
     from model_foundry.hub import import_model
     from model_foundry.hub.report import QuietReporter
-    from model_foundry.model_folder import load_adapter
 
     models = tmp_path_factory.mktemp("generation-models")
 
@@ -36,8 +33,16 @@ def hub_model(
         )
         return result.path
 
+    return imported
+
+
+@pytest.fixture(scope="module")
+def hub_model(hub_folder: Callable[[str], Path]) -> Callable[[str], BaseAdapter]:
+    """family name → the family's fixture repo imported (once per module) and loaded by `load_adapter`."""
+    from model_foundry.model_folder import load_adapter
+
     def load(name: str) -> BaseAdapter:
-        adapter = load_adapter(imported(name))
+        adapter = load_adapter(hub_folder(name))
         adapter.model.eval()
         return adapter
 

@@ -245,3 +245,32 @@ def test_dvc_get_fetches_a_model_by_path(built: Path, tmp_path: Path) -> None:
     """The documented way to fetch a model with DVC's own tooling: `dvc get <repo> models/x`."""
     run_cmd([str(VENV_BIN / "dvc"), "get", str(built), "models/base", "-o", str(tmp_path / "base")], tmp_path)
     assert dvc_md5(tmp_path / "base") == dvc_md5(built / "models/base")
+
+
+def test_commands_refuse_what_they_cannot_answer(repo: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    for args in (["list-models"], ["validate-model", "--all"], ["model-info", "base"]):
+        out = foundry(outside, *args, check=False)
+        assert out.returncode == 2 and "is not in a DVC project" in out.stderr, args
+    unknown = foundry(repo, "list-models", "--exp", "exp-c", check=False)
+    assert unknown.returncode == 2 and "No DVC experiment called 'exp-c'" in unknown.stderr
+    assert "exp-a" in unknown.stderr or "exp-b" in unknown.stderr  # the closest names
+    assert foundry(repo, "get", "child-a", "--exp", "nope", check=False).returncode == 2
+    # No terminal to confirm a delete: refused, nothing deleted.
+    asked = run_cmd(["foundry", "delete-model", "child-b"], repo, check=False, stdin=subprocess.DEVNULL)
+    assert asked.returncode == 2 and "--yes" in asked.stderr and (repo / "models/child-b").is_dir()
+    # A .dvc file that does not parse: gc cannot know what it references, so it collects nothing.
+    dvc_file = repo / "models/base.dvc"
+    dvc_file.write_text(dvc_file.read_text() + "outs: [\n")
+    refused = foundry(repo, "models", "gc", check=False)
+    assert refused.returncode == 2 and "models/base.dvc does not parse" in refused.stderr
+
+
+def test_compare_uses_effective_params_and_mlflow_metric_names(built: Path) -> None:
+    from model_foundry.registry.compare import compare_models
+
+    table = compare_models(scan(built), ["child-a", "child-b", "base"])
+    assert table["params_unknown"] == ["base"]  # tracked by a .dvc file: no stage recorded its params
+    assert table["params"]["seed"] == [1, 2, None] and "name" in table["params"]
+    assert set(table["metrics"]) == {"perplexity", "val_loss"}

@@ -75,6 +75,15 @@ def test_scratch_gpt_trained_then_lora_fine_tuned_through_exp_run(tmp_path: Path
     info = run_cmd(["foundry", "info", "models/gpt-tiny-lora-trained"], repo)
     chain = "gpt-tiny-lora-trained (lora r=4) ← gpt-tiny-lora (copy) ← gpt-tiny-trained (full) ← gpt-tiny"
     assert chain in info.stderr
+    # The registry: the scratch-trained parent (made by the first experiment) and the LoRA run, with lineage.
+    listed = json.loads(run_cmd(["foundry", "list-models", "--json"], repo, **_env(repo)).stdout)
+    models = {m["name"]: m for m in listed["models"]}
+    assert models["gpt-tiny-trained"]["method"] == "full" and models["gpt-tiny"]["method"] == "scratch"
+    assert models["gpt-tiny-lora-trained"]["fine_tuned_from"] == "gpt-tiny-lora"
+    assert models["gpt-tiny-lora-trained"]["checksum"] == _lock_md5(repo, "models/gpt-tiny-lora-trained")
+    tree = run_cmd(["foundry", "lineage", "gpt-tiny-lora-trained"], repo, **_env(repo)).stdout
+    assert tree.splitlines()[0].startswith("gpt-tiny (scratch")
+    assert "* gpt-tiny-lora-trained (lora r=4" in tree
 
     # The same LoRA run again, under another hash seed: the same bytes (canonical adapter_config.json).
     first = _lock_md5(repo, "models/gpt-tiny-lora-trained")

@@ -7,24 +7,102 @@ from typing import Annotated
 
 import typer
 
-from model_foundry.cli.options import ModelDirOpt, NoVerifyOpt
+from model_foundry.cli.options import NoVerifyOpt
 
 
 def generate(
-    model: ModelDirOpt,
-    prompt: Annotated[str, typer.Option("--prompt", help="Text to continue.")] = "",
-    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate.", min=1)] = 100,
-    temperature: Annotated[float, typer.Option(help="0 = greedy; a finite number ≥ 0.")] = 0.8,
-    top_k: Annotated[int, typer.Option(help="Sample among the k likeliest tokens; 0 = all.", min=0)] = 50,
+    name: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[NAME|PATH]", help="A model folder, or a model name of this project (models/<name>)."
+        ),
+    ] = None,
+    model: Annotated[
+        Path | None, typer.Option("--model", help="A canonical model folder (the same as PATH).")
+    ] = None,
+    prompt: Annotated[str, typer.Option("--prompt", help="Text to continue (or to fill, with masks).")] = "",
+    prompts_file: Annotated[
+        Path | None, typer.Option("--prompts-file", help="A UTF-8 file of prompts, one per line.")
+    ] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate at most.", min=1)] = 100,
+    temperature: Annotated[
+        float | None, typer.Option(help="0 = greedy; default: the model's generation_config.json.")
+    ] = None,
+    top_k: Annotated[
+        int | None, typer.Option(help="Sample among the k likeliest tokens; 0 = all.", min=0)
+    ] = None,
+    top_p: Annotated[float | None, typer.Option(help="Nucleus sampling, in (0, 1]; 1 = all.")] = None,
+    min_p: Annotated[
+        float | None, typer.Option(help="Drop tokens below min_p × the top one, in [0, 1].")
+    ] = None,
+    repetition_penalty: Annotated[
+        float | None, typer.Option(help="> 0; 1 = none; above 1 discourages repeats.")
+    ] = None,
+    stop: Annotated[
+        list[str] | None, typer.Option("--stop", help="A string that ends the text (repeatable).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    stream: Annotated[bool, typer.Option("--stream", help="Print the text as it is generated.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per prompt (text, finish_reason, usage).")
+    ] = False,
+    top: Annotated[int, typer.Option("--top", help="Masked LMs: predictions shown per mask.", min=1)] = 5,
     no_verify: NoVerifyOpt = False,
 ) -> None:
-    """Continue a prompt with a trained model (an error if its weights or logits are NaN/Infinity)."""
-    from model_foundry.generation import SamplingParams, continue_text, load_causal_model
+    """Continue prompts with a model (a masked LM fills in its mask tokens instead).
 
-    params = SamplingParams(temperature=temperature, top_k=top_k or None)  # bad settings fail before loading
-    adapter = load_causal_model(model, verify=not no_verify)
-    print(continue_text(adapter, prompt, max_new_tokens, params, seed))
+    Sampling settings left out are the model's own (generation_config.json; greedy when it says
+    do_sample: false). An error if the model's weights or logits are NaN/Infinity.
+    """
+    import json
+
+    from model_foundry.generation.cli_support import (
+        fill_mask_lines,
+        read_prompts,
+        resolve_model,
+        sampling_overrides,
+    )
+    from model_foundry.generation.defaults import resolve
+    from model_foundry.generation.sampling import SamplingParams
+
+    overrides = sampling_overrides(temperature, top_k, top_p, min_p, repetition_penalty)
+    resolve(SamplingParams(), overrides)  # bad settings fail before loading
+    path = resolve_model(name, model)
+    prompts = read_prompts(prompt, prompts_file)
+
+    from model_foundry.generation import Engine, Request, fill_mask, is_masked_model, load_model_for_use
+
+    if is_masked_model(path):
+        adapter = load_model_for_use(path, verify=not no_verify)
+        for text in prompts:
+            predictions = fill_mask(adapter, text, top)
+            if as_json:
+                print(json.dumps({"prompt": text, "masks": fill_mask_lines(predictions, as_json=True)}))
+            else:
+                print("\n".join(fill_mask_lines(predictions)))
+        return
+    engine = Engine.from_folder(path, verify=not no_verify)
+    params = engine.resolve(overrides)
+    for text in prompts:
+        ids = engine.encode_prompt(text)
+        request = Request(ids, max_new_tokens, params, tuple(stop or ()), seed)
+        if stream and not as_json:
+            print(text, end="", flush=True)
+            for delta in engine.stream(request):
+                print(delta.text, end="", flush=True)
+            print()
+            continue
+        done = engine.complete(request)
+        if as_json:
+            usage = {
+                "prompt_tokens": done.prompt_tokens,
+                "completion_tokens": done.completion_tokens,
+                "total_tokens": done.prompt_tokens + done.completion_tokens,
+            }
+            record = {"prompt": text, "text": done.text, "finish_reason": done.finish_reason, "usage": usage}
+            print(json.dumps(record, ensure_ascii=False))
+        else:
+            print(text + done.text)
 
 
 def info(model: Annotated[Path, typer.Argument(help="A canonical model folder.")]) -> None:

@@ -23,10 +23,37 @@ NameArg = Annotated[str, typer.Argument(help="The model's name (its folder under
 
 
 def _registry(with_runs: bool = False) -> Registry:
-    from model_foundry.project import project_root
+    """The registry of the project around the working directory; FoundryError outside a DVC project."""
+    from model_foundry.errors import FoundryError
+    from model_foundry.project import dvc_root, project_root
     from model_foundry.registry.records import scan
 
-    return scan(project_root(), with_runs=with_runs)
+    root = project_root()
+    if dvc_root(root) is None:
+        raise FoundryError(
+            f"{root} is not in a DVC project: the registry is read from a project's dvc.lock, .dvc files and "
+            "experiments.",
+            "Run the command inside a Model Foundry project (the folder holding dvc.yaml and .dvc/).",
+        )
+    return scan(root, with_runs=with_runs)
+
+
+def _known_experiment(registry: Registry, experiment: str | None) -> None:
+    """FoundryError when `experiment` is given and no DVC experiment of the project has that name."""
+    from model_foundry.errors import FoundryError
+    from model_foundry.registry.history import experiment_names
+
+    if experiment is None:
+        return
+    names = experiment_names(registry.root)
+    if experiment not in names:
+        import difflib
+
+        close = difflib.get_close_matches(experiment, names, n=3, cutoff=0.5)
+        raise FoundryError(
+            f"No DVC experiment called {experiment!r} in {registry.root}.",
+            f"Did you mean {' or '.join(close)}?" if close else "`dvc exp list --all-commits` lists them.",
+        )
 
 
 def _human_bytes(size: int | None) -> str:
@@ -76,6 +103,7 @@ def list_models(
     from model_foundry.registry.records import filter_models
 
     registry = _registry(with_runs=metrics)
+    _known_experiment(registry, exp)
     models = filter_models(registry.models, arch, source, exp)
     warnings = [*registry.warnings, *(w for m in models for w in m.warnings)]
     if as_json:
@@ -158,7 +186,9 @@ def model_info(name: NameArg, as_json: JsonOpt = False) -> None:
         f"  where:        {model.location}"
         + (f" (made by experiment {model.experiment})" if model.experiment else ""),
         f"  checksum:     {model.checksum or '-'}  ({model.recorded_by or 'no DVC record'})",
-        f"  size:         {_human_bytes(model.size)} in {model.nfiles or '?'} files",
+        f"  size:         {_human_bytes(model.size)} in {model.nfiles} files"
+        if model.size is not None
+        else "  size:         - (no DVC record)",
         f"  architecture: {model.architecture or '-'}   method: {model.method or '-'}   "
         f"parameters: {_human_count(model.parameters)}",
         f"  source:       {model.source or '-'} ({model.source_kind or '?'})",
@@ -181,8 +211,21 @@ def model_info(name: NameArg, as_json: JsonOpt = False) -> None:
         )
     if len(model.versions) > 1:
         out.append("  versions:")
-        out += [f"    {v.checksum}  {v.where}  ({v.recorded_by})" for v in model.versions]
-    out.append("  MLflow runs:" if model.runs else "  MLflow runs: none")
+        from model_foundry.registry.gc import objects_dir
+        from model_foundry.registry.records import in_cache
+
+        objects = objects_dir(registry.root)
+        out += [
+            f"    {v.checksum}  {v.where}  ({v.recorded_by}; "
+            f"{'in the DVC cache' if in_cache(objects, v.checksum) else 'not in the DVC cache'})"
+            for v in model.versions
+        ]
+    unread = any("MLflow" in w for w in registry.warnings)
+    out.append(
+        "  MLflow runs:"
+        if model.runs
+        else f"  MLflow runs: {'not read (see the warning)' if unread else 'none'}"
+    )
     for run in model.runs:
         key = ", ".join(
             f"{k}={v:.4g}" for k, v in sorted(run.metrics.items()) if "loss" in k or "perplexity" in k
@@ -190,8 +233,9 @@ def model_info(name: NameArg, as_json: JsonOpt = False) -> None:
         out.append(f"    {run.name} [{run.stage}, {run.status}] {run.start_time}  {key}\n      {run.url}")
     out.append("  files:")
     for f in files:
-        digest = f["sha256"] or f["md5"] or "-"
-        out.append(f"    {f['path']:<32} {_human_bytes(f['size']):>10}  {digest}")
+        digest = f"sha256 {f['sha256']}" if f["sha256"] else f"md5 {f['md5']}" if f["md5"] else "-"
+        size = _human_bytes(f["size"]) if f["size"] is not None else "(not checked out)"
+        out.append(f"    {f['path']:<32} {size:>17}  {digest}")
     print("\n".join(out))
 
 
@@ -234,12 +278,21 @@ def validate_model(
             registry.root / model.path, model.checksum, model.recorded_by, objects
         )
         failed += bool(problems)
-        report.append({"name": model.name, "ok": not problems, "problems": [vars(p) for p in problems]})
+        report.append(
+            {
+                "name": model.name,
+                "ok": not problems,
+                "problems": [vars(p) for p in problems],
+                "dvc_record": model.recorded_by,  # None: no DVC hash to compare with
+            }
+        )
     if as_json:
-        print(json.dumps({"models": report}, indent=2))
+        print(json.dumps({"models": report, "warnings": list(registry.warnings)}, indent=2))
     else:
+        _print_warnings(list(registry.warnings))  # e.g. a dvc.lock that does not parse: no hash to compare
         for entry in report:
-            print(f"{entry['name']}: {'intact' if entry['ok'] else 'DAMAGED'}")
+            unchecked = "" if entry["dvc_record"] else " (no DVC record: its DVC hash was not compared)"
+            print(f"{entry['name']}: {'intact' if entry['ok'] else 'DAMAGED'}{unchecked}")
             for p in entry["problems"]:
                 print(f"  {p['file']}: {p['message']}")
         if all_models and not report:
@@ -262,7 +315,9 @@ def get(
     from model_foundry.registry.get import get_model
 
     registry = _registry()
-    result = get_model(registry.root, registry.get(name), exp, force)
+    model = registry.get(name)
+    _known_experiment(registry, exp)
+    result = get_model(registry.root, model, exp, force)
     if result.already_there:
         print(f"{name}: models/{name} already holds {result.checksum} ({result.where}); nothing to do.")
         return
@@ -293,18 +348,14 @@ def delete_model(
 ) -> None:
     """Delete a model's folder and .dvc file, after showing the plan (folders, .dvc files, bytes, the models
     made from it). A model others were fine-tuned from is refused unless --force."""
+    from model_foundry.errors import FoundryError
     from model_foundry.registry.delete import execute_delete, format_plan, plan_delete
     from model_foundry.registry.gc import collect_garbage
 
     registry = _registry()
     model = registry.get(name)
     dependants = [m.name for m in registry.children(name)]
-    recorded_by = model.recorded_by or ""
-    stage = (
-        recorded_by.removeprefix("dvc.lock stage ")
-        if recorded_by.startswith("dvc.lock stage ") and model.in_workspace
-        else None
-    )
+    stage = next((v.stage for v in model.versions if v.kind == "workspace" and v.stage), None)
     plan = plan_delete(registry.root, name, dependants, stage)
     print(format_plan(plan))
     if dry_run:
@@ -315,9 +366,17 @@ def delete_model(
                 f"{_human_bytes(report.bytes)} ({report.bytes} bytes)."
             )
         return
-    if not yes and not typer.confirm("Delete?", default=False):
-        print("Nothing deleted.")
-        raise typer.Exit(1)
+    if plan.dependants and not force:
+        execute_delete(plan, force)  # refuses, naming the dependants and --force
+    if not yes:
+        if not sys.stdin.isatty():
+            raise FoundryError(
+                f"Not deleting {name} without a confirmation: there is no terminal to ask.",
+                "Pass --yes to delete without asking (--dry-run shows the plan only).",
+            )
+        if not typer.confirm("Delete?", default=False):
+            print("Nothing deleted.")
+            raise typer.Exit(1)
     from model_foundry.locking import project_lock
 
     with project_lock(registry.root / "models", f"delete-model {name}"):
@@ -392,10 +451,19 @@ def compare(
         for n in names:
             out.add_column(n, overflow="fold")
         for key, values in rows.items():
-            out.add_row(
-                key, *("-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v) for v in values)
-            )
+            out.add_row(key, *(_cell(v) for v in values))
         _console().print(out if rows else f"{title}: none")
+    if table["params_unknown"]:
+        print(f"params not recorded by a pipeline stage (imported): {', '.join(table['params_unknown'])}")
+
+
+def _cell(value: Any) -> str:
+    """A table cell: '-' for a missing value, whole numbers without an exponent, others to 6 digits."""
+    if value is None:
+        return "-"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
 COMMANDS: dict[str, tuple[str, Callable[..., None]]] = {

@@ -1,9 +1,58 @@
-"""The `foundry serve` command (being built: issue 12)."""
+"""The `foundry serve` command: an OpenAI-compatible HTTP server over one model (model_foundry.serving)."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
+
+from model_foundry.cli.options import NoVerifyOpt
+
+
+def serve(
+    model: Annotated[
+        str,
+        typer.Argument(
+            metavar="NAME|DIR", help="A model name (models/<name> of this project) or a model folder."
+        ),
+    ],
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.", min=1, max=65535)] = 8000,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="FOUNDRY_API_KEY",
+            show_envvar=True,
+            help="Require `Authorization: Bearer KEY` on /v1/* (prefer the env var: options show in `ps`).",
+        ),
+    ] = None,
+    max_queue: Annotated[
+        int, typer.Option(help="Requests that may wait while one is generated; more get 429.", min=1)
+    ] = 16,
+    max_tokens_cap: Annotated[
+        int, typer.Option(help="The largest max_tokens a request may ask for.", min=1)
+    ] = 2048,
+    no_verify: NoVerifyOpt = False,
+) -> None:
+    """Serve a model over OpenAI's API (/v1/completions, /v1/chat/completions, /v1/models) until Ctrl-C.
+
+    The port listens at once; the model loads in the background (GET /ready: 503 while loading, then 200).
+    """
+    from pathlib import Path
+
+    from model_foundry.project import project_root
+    from model_foundry.serving.app import ServeSettings, run_server
+    from model_foundry.serving.loader import resolve_model
+
+    path = resolve_model(model, project_root())
+    settings = ServeSettings(
+        model_id=Path(path).resolve().name,
+        api_key=api_key or None,
+        max_queue=max_queue,
+        max_tokens_cap=max_tokens_cap,
+    )
+    run_server(path, settings, host, port, verify=not no_verify)
 
 
 def register(app: typer.Typer) -> None:
-    """Nothing registered yet."""
+    app.command("serve")(serve)

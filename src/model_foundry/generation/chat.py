@@ -49,10 +49,16 @@ def prompt_ids(adapter: BaseAdapter, text: str) -> list[int]:
     return ids
 
 
-def stop_token_ids(adapter: BaseAdapter) -> list[int]:
-    """The tokens that end a generation: the config's eos ids, the tokenizer's eos, and the family's stop
-    tokens (chat turn ends such as `<|im_end|>`) that the vocabulary has. Sorted, without repeats."""
-    ids: list[int] = []
+def stop_token_ids(adapter: BaseAdapter, generation_config: dict[str, Any] | None = None) -> list[int]:
+    """The tokens that end a generation, from every source transformers reads: generation_config.json's
+    `eos_token_id` (an int or a list; `generation_config` None: the file of the folder the adapter was
+    loaded from, `defaults.generation_config_of`), config.json's eos ids, the tokenizer's eos, and the
+    family's stop tokens (chat turn ends such as `<|im_end|>`) that the vocabulary has. Sorted, no repeats."""
+    from model_foundry.generation.defaults import eos_ids, generation_config_of
+
+    if generation_config is None:
+        generation_config = generation_config_of(adapter)
+    ids: list[int] = eos_ids(generation_config)
     eos = getattr(adapter.config, "eos_token_id", None)  # an int or a list (HF configs); scratch: absent
     ids += eos if isinstance(eos, list) else [eos] if eos is not None else []
     tok = adapter.tokenizer

@@ -76,14 +76,18 @@ def stream_tokens(
     """Yield the next token of every row, (B,) int64, step after step, for as long as the caller asks.
 
     input_ids: (B, T) int64 prompt, T ≥ 1, on the model's device. Run it inside `inference(adapter)`.
+    The repetition penalty (if any) counts the whole prompt and every token yielded so far.
     The next step's decode runs only when the next token is asked for, so stopping costs nothing.
     Raises FoundryError when the model gives non-finite logits.
     """
     logits, state = adapter.prefill(input_ids)  # (B, T, V)
     usable = decodable_ids(adapter, logits.size(-1))
+    seen = input_ids if params.penalised else None  # (B, T + steps): what the repetition penalty lowers
     while True:
-        token = sample(logits[:, -1, :usable], params, generator)  # (B,)
+        token = sample(logits[:, -1, :usable], params, generator, seen)  # (B,)
         yield token
+        if seen is not None:
+            seen = torch.cat([seen, token[:, None]], dim=1)
         logits, state = adapter.decode(token[:, None], state)  # (B, 1, V)
 
 

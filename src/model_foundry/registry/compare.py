@@ -15,22 +15,22 @@ from model_foundry.errors import FoundryError
 from model_foundry.registry.records import ModelRecord, Registry
 
 
-def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dicts as dotted keys: {"a": {"b": 1}} → {"a.b": 1}."""
+def flatten(data: dict[str, Any], prefix: str = "", sep: str = ".") -> dict[str, Any]:
+    """Nested dicts as joined keys: {"a": {"b": 1}} → {"a.b": 1} (`sep` "_" gives MLflow's metric names)."""
     flat: dict[str, Any] = {}
     for key, value in data.items():
         if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
+            flat.update(flatten(value, f"{prefix}{key}{sep}", sep))
         else:
             flat[f"{prefix}{key}"] = value
     return flat
 
 
 def model_metrics(model: ModelRecord) -> dict[str, float]:
-    """The model's numeric metrics (dotted keys): dvc.lock's metrics file, else its newest MLflow
-    evaluation."""
+    """The model's numeric metrics, named as MLflow names them (`unigram_perplexity`): dvc.lock's metrics
+    file, else its newest MLflow evaluation (`eval_*` without the prefix)."""
     if model.metrics:
-        source = flatten(model.metrics)
+        source = flatten(model.metrics, sep="_")
     else:
         source = next(
             (
@@ -43,26 +43,48 @@ def model_metrics(model: ModelRecord) -> dict[str, float]:
     return {k: float(v) for k, v in source.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def model_params(model: ModelRecord) -> dict[str, Any]:
-    """The params dvc.lock recorded for the stage that made the model's shown version (dotted keys).
+SECTIONS = ("data", "tokenizer", "train", "evaluate")  # params.yaml sections a catalog entry can override
 
-    A model's own catalog entry (`models.<name>`) is renamed `model.…` so that two models' entries line up.
+
+def model_params(model: ModelRecord) -> dict[str, Any] | None:
+    """The effective params of the stage that made the model's shown version, from dvc.lock (dotted keys),
+    or None when no stage recorded any (an import tracked by a .dvc file).
+
+    A catalog entry's own `train:`/`tokenizer:`/... keys win over the global sections, key by key (as the
+    stages apply them); its architecture keys are `model.<key>`.
     """
     version = next((v for v in model.versions if v.checksum == model.checksum), None)
+    recorded = version.params if version else {}
+    if not recorded:
+        return None
+    entry: dict[str, Any] = {}
+    sections: dict[str, dict[str, Any]] = {}
     params: dict[str, Any] = {}
-    for key, value in (version.params if version else {}).items():
+    for key, value in recorded.items():
         if key.startswith("models.") and isinstance(value, dict):
-            params.update(flatten(value, "model."))
+            entry = value
+        elif key in SECTIONS and isinstance(value, dict):
+            sections[key] = dict(value)
         elif isinstance(value, dict):
             params.update(flatten(value, f"{key}."))
         else:
             params[key] = value
+    for key, value in entry.items():
+        if key in SECTIONS and isinstance(value, dict) and key in sections:
+            sections[key].update(value)
+        elif isinstance(value, dict):
+            params.update(flatten(value, f"model.{key}."))
+        else:
+            params[f"model.{key}"] = value
+    for name, values in sections.items():
+        params.update(flatten(values, f"{name}."))
     return params
 
 
 def compare_models(registry: Registry, names: list[str]) -> dict[str, Any]:
-    """{"models": names, "metrics": {key: [value per model]}, "params": {key: [value per model]}} with only
-    the params that differ. Raises FoundryError for fewer than two names or an unknown one."""
+    """{"models": names, "metrics": {key: [value per model]}, "params": {key: [value per model]},
+    "params_unknown": [names without recorded params]}: the params shown are those every model with recorded
+    params has and whose values differ. Raises FoundryError for fewer than two names or an unknown one."""
     if len(names) < 2:
         raise FoundryError(
             "compare needs two or more model names.",
@@ -71,13 +93,16 @@ def compare_models(registry: Registry, names: list[str]) -> dict[str, Any]:
     models = [registry.get(name) for name in names]
     metrics = [model_metrics(m) for m in models]
     params = [model_params(m) for m in models]
-    metric_keys = sorted({k for m in metrics for k in m})
-    param_keys = sorted({k for p in params for k in p})
+    known = [p for p in params if p is not None]
+    shared = set.intersection(*(set(p) for p in known)) if known else set()
     differing = {
-        key: [p.get(key) for p in params] for key in param_keys if len({repr(p.get(key)) for p in params}) > 1
+        key: [None if p is None else p.get(key) for p in params]
+        for key in sorted(shared)
+        if len({repr(p[key]) for p in known}) > 1
     }
     return {
         "models": names,
-        "metrics": {key: [m.get(key) for m in metrics] for key in metric_keys},
+        "metrics": {key: [m.get(key) for m in metrics] for key in sorted({k for m in metrics for k in m})},
         "params": differing,
+        "params_unknown": [n for n, p in zip(names, params, strict=True) if p is None],
     }

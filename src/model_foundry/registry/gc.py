@@ -88,14 +88,21 @@ def _object_path(objects: Path, md5: str) -> Path:
 # What is referenced
 
 
-def _load_yaml(text: str | bytes) -> Any:
+def _load_yaml(text: str | bytes, where: str) -> Any:
+    """A parsed dvc.lock or .dvc file. Raises FoundryError when it does not parse: what it references is
+    unknown then, and collecting garbage could delete the only copy of its data."""
     import yaml
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
         return yaml.load(text, Loader=loader)  # noqa: S506  (a safe loader)
-    except yaml.YAMLError:
-        return None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise FoundryError(
+            f"{where} does not parse ({type(e).__name__}): what it references is unknown, so no cache object "
+            "is collected.",
+            "Repair or restore that file (`git checkout -- <file>`, `git log` for a committed one), then run "
+            "the command again.",
+        ) from None
 
 
 def _md5s_in(doc: Any) -> Iterator[str]:
@@ -212,7 +219,9 @@ def _git_history_md5s(root: Path) -> set[str]:
         for blob in blobs:
             obj = cat.read(blob)
             if obj is not None:
-                md5s.update(_md5s_in(_load_yaml(obj[1])))
+                md5s.update(
+                    _md5s_in(_load_yaml(obj[1], f"a committed dvc.lock or .dvc file (git blob {blob})"))
+                )
     finally:
         cat.close()
     return md5s
@@ -232,9 +241,14 @@ def referenced_md5s(root: Path, excluding: Collection[Path] = ()) -> set[str]:
         if path.resolve() in skip:
             continue
         try:
-            md5s.update(_md5s_in(_load_yaml(path.read_bytes())))
-        except OSError:
-            continue
+            text = path.read_bytes()
+        except OSError as e:
+            raise FoundryError(
+                f"{path} cannot be read ({e.strerror or e}): what it references is unknown, so no cache "
+                "object is collected.",
+                "Fix its permissions, then run the command again.",
+            ) from None
+        md5s.update(_md5s_in(_load_yaml(text, str(path.relative_to(root)))))
     objects = objects_dir(root)
     for md5 in [m for m in md5s if m.endswith(".dir")]:
         try:

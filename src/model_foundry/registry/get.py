@@ -101,15 +101,12 @@ def get_model(
     """Write the recorded folder of `model` (the version `experiment` made, else the registry's) to
     `root/models/<name>`, verified against its checksum. Raises FoundryError when the folder exists with other
     bytes (unless `force`), or the bytes are neither in the cache nor fetchable from a remote."""
+    from model_foundry.locking import project_lock
+
     version = choose_version(model, experiment)
     dest = root / model.path
-    if dest.is_dir() and dvc_md5(dest) == version.checksum:
+    if _check_destination(dest, model, version, force):
         return GetResult(dest, version.checksum, version.where, False, True, version.nfiles or 0)
-    if dest.exists() and not force:
-        raise FoundryError(
-            f"{model.path} exists and holds other bytes than {version.where}'s ({version.checksum[:8]}).",
-            f"Pass --force to replace it, or move it away first (`foundry validate-model {model.name}`).",
-        )
     objects = objects_dir(root)
     fetched = False
     if not in_cache(objects, version.checksum):
@@ -126,11 +123,28 @@ def get_model(
                 f"The DVC remote does not hold {model.path} ({version.checksum[:8]}).",
                 "Push it from the machine that made it (`dvc push`, `dvc exp push origin <exp>`).",
             )
-    files = restore_output(root, RecordedOutput(model.path, version.checksum, version.where), dest)
-    if dvc_md5(dest) != version.checksum:  # every file was checked; this checks the set of files too
-        raise FoundryError(f"{model.path} does not hash to {version.checksum} after the restore.")
-    from model_foundry.locking import project_lock
-
-    with project_lock(root / "models", f"get {model.name}: models/.gitignore"):
+    with project_lock(root / "models", f"get {model.name}: write models/{model.name}"):
+        already = _check_destination(dest, model, version, force)  # again: another run may have written it
+        if already:
+            return GetResult(dest, version.checksum, version.where, fetched, True, version.nfiles or 0)
+        files = restore_output(root, RecordedOutput(model.path, version.checksum, version.where), dest)
+        if dvc_md5(dest) != version.checksum:  # every file was checked; this checks the set of files too
+            raise FoundryError(f"{model.path} does not hash to {version.checksum} after the restore.")
         _ignore(root, model.name)
     return GetResult(dest, version.checksum, version.where, fetched, False, files)
+
+
+def _check_destination(dest: Path, model: ModelRecord, version: Version, force: bool) -> bool:
+    """Whether `dest` already holds exactly the version's bytes; FoundryError when it holds something else
+    (a file, or a folder with other bytes) and `force` is off."""
+    if dest.is_dir() and dvc_md5(dest) == version.checksum:
+        return True
+    if (dest.exists() or dest.is_symlink()) and not force:
+        raise FoundryError(
+            f"{model.path} exists and holds other bytes than {version.where}'s version "
+            f"({version.checksum[:8]})."
+            if dest.is_dir()
+            else f"{model.path} exists and is a file, not a model folder.",
+            f"Pass --force to replace it with {version.where}'s version, or move it away first.",
+        )
+    return False

@@ -157,3 +157,8 @@ def recorded_snapshots(root: Path, metrics_paths: tuple[str, ...] = ("metrics.js
         files = {path: blobs[f"{rev}:{path}"] for path in paths if f"{rev}:{path}" in blobs}
         snapshots.append(Snapshot(kind, label, rev, when, files))
     return snapshots
+
+
+def experiment_names(root: Path) -> list[str]:
+    """The names of the project's DVC experiments, newest first (what `dvc exp list --all-commits` names)."""
+    return [name for name, _, _ in _experiment_refs(root)]

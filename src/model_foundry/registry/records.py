@@ -220,10 +220,11 @@ def _lock_versions(snapshot: Snapshot, warnings: list[str]) -> list[tuple[str, V
             md5 = out.get("md5") if name else None
             if name is None or not isinstance(md5, str):
                 continue
+            recorder = f"{LOCK_PATH} stage {stage_name}"
             version = _version(
                 snapshot,
                 out,
-                f"{LOCK_PATH} stage {stage_name}",
+                recorder if snapshot.kind == "workspace" else f"{recorder} of {snapshot.where}",
                 stage=str(stage_name),
                 parent=parent,
                 parent_checksum=parent_md5 if isinstance(parent_md5, str) else None,
@@ -247,7 +248,8 @@ def _dvc_file_versions(snapshot: Snapshot, warnings: list[str]) -> list[tuple[st
             warnings.append(f"{snapshot.where}: {path} does not parse as a DVC file")
             continue
         name = Path(str(out.get("path", ""))).name or Path(path).stem
-        found.append((name, _version(snapshot, out, path)))
+        recorder = path if snapshot.kind == "workspace" else f"{path} of {snapshot.where}"
+        found.append((name, _version(snapshot, out, recorder)))
     return found
 
 
@@ -263,6 +265,29 @@ def remotes(root: Path) -> list[str]:
         sections = (s.strip("'") for s in parser.sections())  # DVC writes ['remote "name"']
         names += [s.split('"')[1] for s in sections if s.startswith("remote ") and s.count('"') == 2]
     return names
+
+
+def local_remote_objects(root: Path) -> Path | None:
+    """The md5 objects folder of the default DVC remote when it is a local directory (DVC 3 layout
+    `<url>/files/md5`), else None (a cloud remote: whether it holds an object is not checked here)."""
+    default, urls = None, {}
+    for name in ("config", "config.local"):
+        parser = configparser.ConfigParser(interpolation=None, strict=False)
+        try:
+            parser.read(root / ".dvc" / name, encoding="utf-8")
+        except (configparser.Error, UnicodeDecodeError):
+            continue
+        if parser.has_option("core", "remote"):
+            default = parser.get("core", "remote").strip()
+        for section in parser.sections():
+            title = section.strip("'")
+            if title.startswith("remote ") and title.count('"') == 2 and parser.has_option(section, "url"):
+                urls[title.split('"')[1]] = parser.get(section, "url").strip()
+    url = urls.get(default or "")
+    if url is None or ("://" in url and not url.startswith("file://")):
+        return None
+    path = Path(url.removeprefix("file://")).expanduser()
+    return (path if path.is_absolute() else root / ".dvc" / path) / "files" / "md5"
 
 
 def cached_object(objects: Path, md5: str) -> Path:
@@ -351,6 +376,7 @@ def scan(root: str | Path, with_runs: bool = False) -> Registry:
                 experiments.setdefault(name, {}).setdefault(snapshot.label, version.checksum)
     objects = objects_dir(root)
     has_remote = bool(remotes(root))
+    local_remote = local_remote_objects(root) if has_remote else None
     hashes = _FolderHashes(root)
     models_dir = root / MODELS_DIR
     folders = (  # hidden names are temp folders of writes in progress (model_foundry.leftovers)
@@ -411,14 +437,22 @@ def scan(root: str | Path, with_runs: bool = False) -> Registry:
                 notes.append(
                     f"models/{name} is recorded in the workspace but not checked out: `dvc checkout`"
                 )
-        elif shown is not None and has_remote:
-            location = "remote only"
+        elif (
+            shown is not None
+            and has_remote
+            and (local_remote is None or in_cache(local_remote, shown.checksum))
+        ):
+            location = "remote only"  # checked for a local-directory remote; assumed for a cloud one
         else:
             location = "missing"
             if shown is not None:
                 notes.append(
                     f"models/{name} ({shown.checksum[:8]}, {shown.where}) is neither checked out nor in the "
-                    "DVC cache, and no DVC remote is configured"
+                    + (
+                        "DVC cache nor in the default DVC remote"
+                        if has_remote
+                        else "DVC cache, and no DVC remote is configured"
+                    )
                 )
         made_in = experiments.get(name, {})
         records.append(_record(name, shown, recorded, made_in, meta, present, location, notes))
