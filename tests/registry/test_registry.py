@@ -260,11 +260,21 @@ def test_commands_refuse_what_they_cannot_answer(repo: Path, tmp_path: Path) -> 
     # No terminal to confirm a delete: refused, nothing deleted.
     asked = run_cmd(["foundry", "delete-model", "child-b"], repo, check=False, stdin=subprocess.DEVNULL)
     assert asked.returncode == 2 and "--yes" in asked.stderr and (repo / "models/child-b").is_dir()
-    # A .dvc file that does not parse: gc cannot know what it references, so it collects nothing.
+    # A damaged dvc.lock: child-b is judged against exp-b's record of the same bytes, with the lock's warning.
+    lock = repo / "dvc.lock"
+    intact_lock = lock.read_text()
+    lock.write_text(intact_lock + "  :: [broken\n")
+    checked = foundry(repo, "validate-model", "child-b")
+    assert "child-b: intact" in checked.stdout and "dvc.lock does not parse" in checked.stderr
+    lock.write_text(intact_lock)
+    # A .dvc file that does not parse, or repeats a key (DVC refuses it; YAML would keep the last value):
+    # gc cannot know what it references, so it collects nothing.
     dvc_file = repo / "models/base.dvc"
-    dvc_file.write_text(dvc_file.read_text() + "outs: [\n")
-    refused = foundry(repo, "models", "gc", check=False)
-    assert refused.returncode == 2 and "models/base.dvc does not parse" in refused.stderr
+    intact = dvc_file.read_text()
+    for damage, why in (("outs: [\n", "does not parse"), ("outs: []\n", "repeated key 'outs'")):
+        dvc_file.write_text(intact + damage)
+        refused = foundry(repo, "models", "gc", "--dry-run", check=False)
+        assert refused.returncode == 2 and "models/base.dvc" in refused.stderr and why in refused.stderr
 
 
 def test_compare_uses_effective_params_and_mlflow_metric_names(built: Path) -> None:

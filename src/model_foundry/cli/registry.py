@@ -50,9 +50,12 @@ def _known_experiment(registry: Registry, experiment: str | None) -> None:
         import difflib
 
         close = difflib.get_close_matches(experiment, names, n=3, cutoff=0.5)
+        known = f"Its experiments: {', '.join(names[:10])}{' …' if len(names) > 10 else ''}." if names else ""
         raise FoundryError(
             f"No DVC experiment called {experiment!r} in {registry.root}.",
-            f"Did you mean {' or '.join(close)}?" if close else "`dvc exp list --all-commits` lists them.",
+            f"Did you mean {' or '.join(close)}?"
+            if close
+            else known or "This project has no DVC experiments.",
         )
 
 
@@ -315,8 +318,8 @@ def get(
     from model_foundry.registry.get import get_model
 
     registry = _registry()
-    model = registry.get(name)
     _known_experiment(registry, exp)
+    model = registry.get(name)
     result = get_model(registry.root, model, exp, force)
     if result.already_there:
         print(f"{name}: models/{name} already holds {result.checksum} ({result.where}); nothing to do.")

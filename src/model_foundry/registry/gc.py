@@ -88,21 +88,66 @@ def _object_path(objects: Path, md5: str) -> Path:
 # What is referenced
 
 
-def _load_yaml(text: str | bytes, where: str) -> Any:
-    """A parsed dvc.lock or .dvc file. Raises FoundryError when it does not parse: what it references is
-    unknown then, and collecting garbage could delete the only copy of its data."""
+def _shape_problem(doc: Any, dvc_file: bool) -> str | None:
+    """Why a parsed dvc.lock / .dvc document is not one DVC would accept (the parts that name data), or None.
+
+    A `.dvc` file needs a non-empty `outs` list of mappings; `outs`/`deps` anywhere must be lists of mappings
+    and `stages` a mapping of mappings (DVC's own schema is stricter; these are what gc relies on)."""
+    if doc is None:
+        return "it is empty" if dvc_file else None
+    if not isinstance(doc, dict):
+        return "it is not a mapping"
+    if dvc_file and not (isinstance(doc.get("outs"), list) and doc["outs"]):
+        return "`outs` is not a non-empty list"
+    stages = doc.get("stages", {})
+    if not isinstance(stages, dict) or not all(isinstance(s, dict) for s in stages.values()):
+        return "`stages` is not a mapping of stages"
+    for node in [doc, *stages.values()]:
+        for key in ("outs", "deps"):
+            entries = node.get(key, [])
+            if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+                return f"`{key}` is not a list of entries"
+    return None
+
+
+def _load_yaml(text: str | bytes, where: str, dvc_file: bool = False) -> Any:
+    """A parsed dvc.lock or .dvc file. Raises FoundryError when it does not parse, repeats a key or does not
+    have DVC's shape (`_shape_problem`): what it references is unknown then, and collecting garbage could
+    delete the only copy of its data."""
     import yaml
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    class StrictLoader(yaml.SafeLoader):
+        """A safe loader that refuses a repeated key (YAML keeps the last one silently; DVC refuses it)."""
+
+    def mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+        keys = [loader.construct_object(k) for k, _ in node.value]
+        repeated = sorted({str(k) for k in keys if keys.count(k) > 1})
+        if repeated:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"repeated key {repeated[0]!r}", node.start_mark
+            )
+        return loader.construct_mapping(node)
+
+    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    hint = (
+        "Repair or restore that file (`git checkout -- <file>`, `git log` for a committed one), then run the "
+        "command again."
+    )
     try:
-        return yaml.load(text, Loader=loader)  # noqa: S506  (a safe loader)
+        doc = yaml.load(text, Loader=StrictLoader)  # noqa: S506  (a safe loader)
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise FoundryError(
-            f"{where} does not parse ({type(e).__name__}): what it references is unknown, so no cache object "
-            "is collected.",
-            "Repair or restore that file (`git checkout -- <file>`, `git log` for a committed one), then run "
-            "the command again.",
+            f"{where} does not parse ({type(e).__name__}: {str(e).splitlines()[0]}): what it references is "
+            "unknown, so no cache object is collected.",
+            hint,
         ) from None
+    if problem := _shape_problem(doc, dvc_file):
+        raise FoundryError(
+            f"{where} is not a valid DVC file ({problem}): what it references is unknown, so no cache object "
+            "is collected.",
+            hint,
+        )
+    return doc
 
 
 def _md5s_in(doc: Any) -> Iterator[str]:
@@ -248,7 +293,7 @@ def referenced_md5s(root: Path, excluding: Collection[Path] = ()) -> set[str]:
                 "object is collected.",
                 "Fix its permissions, then run the command again.",
             ) from None
-        md5s.update(_md5s_in(_load_yaml(text, str(path.relative_to(root)))))
+        md5s.update(_md5s_in(_load_yaml(text, str(path.relative_to(root)), dvc_file=path.suffix == ".dvc")))
     objects = objects_dir(root)
     for md5 in [m for m in md5s if m.endswith(".dir")]:
         try:

@@ -50,6 +50,8 @@ def choose_version(model: ModelRecord, experiment: str | None) -> Version:
             f"`foundry model-info {model.name}` lists its versions; `dvc exp list` the experiments.",
         )
     shown = next((v for v in model.versions if v.checksum == model.checksum), None)
+    if model.checksum is None and model.versions:  # a changed folder with no workspace record: the newest
+        shown = model.versions[0]
     if shown is None:
         raise FoundryError(
             f"{model.path} has no DVC record: there is nothing to bring back.",
@@ -64,19 +66,56 @@ def _fetch(root: Path, version: Version, path: str) -> None:
     from dvc.repo import Repo
 
     from model_foundry.project import wait_for_dvc_lock
+    from model_foundry.registry.records import default_remote, local_remote_objects
 
+    remote_objects = local_remote_objects(root)
+    if remote_objects is not None:  # a local-directory remote: copy the objects, checking each md5
+        _copy_from_local_remote(remote_objects, objects_dir(root), version.checksum)
+        return
     wait_for_dvc_lock(root)  # DVC's fetch gives up after 3 s on a held lock
+    remote, _ = default_remote(root)  # the workspace's remote: the recording commit may predate it
     try:
         with Repo(str(root)) as repo:
             if version.rev is None:
-                repo.fetch(targets=[path])
+                repo.fetch(targets=[path], remote=remote)
             else:
-                repo.fetch(targets=[path], revs=[version.rev], workspace=False)
+                repo.fetch(targets=[path], revs=[version.rev], workspace=False, remote=remote)
     except Exception as e:  # DVC raises many kinds: an unreachable remote, missing credentials...
         raise FoundryError(
             f"Could not fetch {path} ({version.checksum[:8]}) from the DVC remote: {e}",
             "Check the remote (`dvc remote list`, network, credentials), then run the command again.",
         ) from e
+
+
+def _copy_from_local_remote(remote: Path, objects: Path, checksum: str) -> None:
+    """Copy the folder `checksum` (its `.dir` listing and every file) from a local-directory remote's objects
+    into the cache's, each written to a temp name, md5-checked, then renamed. Missing objects are left for
+    the caller's check."""
+    import json
+    import shutil
+
+    from model_foundry.registry.dvc import _md5_file
+    from model_foundry.registry.records import cached_object
+
+    listing_path = cached_object(remote, checksum)
+    try:
+        listing = json.loads(listing_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    for md5 in [checksum, *(e.get("md5", "") for e in listing if isinstance(e, dict))]:
+        source, target = cached_object(remote, md5), cached_object(objects, md5)
+        if target.is_file() or not source.is_file():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = target.with_name(f".{target.name}.tmp")
+        shutil.copyfile(source, temp)
+        if _md5_file(temp) != md5.removesuffix(".dir"):
+            temp.unlink()
+            raise FoundryError(
+                f"The DVC remote's copy of object {md5} is damaged (its md5 differs).",
+                "Push the model again from a machine whose cache holds it (`dvc push`).",
+            )
+        temp.replace(target)
 
 
 def _ignore(root: Path, name: str) -> None:

@@ -267,9 +267,9 @@ def remotes(root: Path) -> list[str]:
     return names
 
 
-def local_remote_objects(root: Path) -> Path | None:
-    """The md5 objects folder of the default DVC remote when it is a local directory (DVC 3 layout
-    `<url>/files/md5`), else None (a cloud remote: whether it holds an object is not checked here)."""
+def default_remote(root: Path) -> tuple[str | None, str | None]:
+    """(name, url) of the workspace's default DVC remote (`core.remote` of `.dvc/config`, config.local wins),
+    (None, None) without one."""
     default, urls = None, {}
     for name in ("config", "config.local"):
         parser = configparser.ConfigParser(interpolation=None, strict=False)
@@ -283,7 +283,13 @@ def local_remote_objects(root: Path) -> Path | None:
             title = section.strip("'")
             if title.startswith("remote ") and title.count('"') == 2 and parser.has_option(section, "url"):
                 urls[title.split('"')[1]] = parser.get(section, "url").strip()
-    url = urls.get(default or "")
+    return default, urls.get(default or "")
+
+
+def local_remote_objects(root: Path) -> Path | None:
+    """The md5 objects folder of the default DVC remote when it is a local directory (DVC 3 layout
+    `<url>/files/md5`), else None (a cloud remote: whether it holds an object is not checked here)."""
+    _, url = default_remote(root)
     if url is None or ("://" in url and not url.startswith("file://")):
         return None
     path = Path(url.removeprefix("file://")).expanduser()
@@ -413,8 +419,10 @@ def scan(root: str | Path, with_runs: bool = False) -> Registry:
                     f"models/{name} has no DVC record (no stage output, no models/{name}.dvc): "
                     f"`dvc add models/{name}` tracks it"
                 )
-        if shown is None and recorded:
-            shown = recorded[0]
+        if shown is None and recorded and not present:
+            shown = recorded[0]  # not checked out: the newest record
+        elif shown is None and present:  # changed, or no record: only the workspace's own record applies
+            shown = next((v for v in recorded if v.kind == "workspace"), None)
         meta: dict[str, Any] | None = None
         if present:
             try:
