@@ -253,23 +253,9 @@ def _dvc_file_versions(snapshot: Snapshot, warnings: list[str]) -> list[tuple[st
     return found
 
 
-def remotes(root: Path) -> list[str]:
-    """The names of the DVC remotes `.dvc/config` (and config.local) configure."""
-    names: list[str] = []
-    for name in ("config", "config.local"):
-        parser = configparser.ConfigParser()
-        try:
-            parser.read(root / ".dvc" / name, encoding="utf-8")
-        except configparser.Error:
-            continue
-        sections = (s.strip("'") for s in parser.sections())  # DVC writes ['remote "name"']
-        names += [s.split('"')[1] for s in sections if s.startswith("remote ") and s.count('"') == 2]
-    return names
-
-
-def default_remote(root: Path) -> tuple[str | None, str | None]:
-    """(name, url) of the workspace's default DVC remote (`core.remote` of `.dvc/config`, config.local wins),
-    (None, None) without one."""
+def _remote_config(root: Path) -> tuple[str | None, dict[str, str]]:
+    """(the default remote's name, {remote name: url}) from `.dvc/config` and `.dvc/config.local` (which
+    wins), read without DVC. A remote without a url maps to ""."""
     default, urls = None, {}
     for name in ("config", "config.local"):
         parser = configparser.ConfigParser(interpolation=None, strict=False)
@@ -280,10 +266,21 @@ def default_remote(root: Path) -> tuple[str | None, str | None]:
         if parser.has_option("core", "remote"):
             default = parser.get("core", "remote").strip()
         for section in parser.sections():
-            title = section.strip("'")
-            if title.startswith("remote ") and title.count('"') == 2 and parser.has_option(section, "url"):
-                urls[title.split('"')[1]] = parser.get(section, "url").strip()
-    return default, urls.get(default or "")
+            title = section.strip("'")  # DVC writes ['remote "name"']
+            if title.startswith("remote ") and title.count('"') == 2:
+                urls[title.split('"')[1]] = parser.get(section, "url", fallback="").strip()
+    return default, urls
+
+
+def remotes(root: Path) -> list[str]:
+    """The names of the DVC remotes `.dvc/config` (and config.local) configure."""
+    return list(_remote_config(root)[1])
+
+
+def default_remote(root: Path) -> tuple[str | None, str | None]:
+    """(name, url) of the workspace's default DVC remote (`core.remote`), (None, None) without one."""
+    default, urls = _remote_config(root)
+    return default, urls.get(default or "") or None
 
 
 def local_remote_objects(root: Path) -> Path | None:
