@@ -130,3 +130,14 @@ def test_resolve_model_and_read_prompts(project: Path, tmp_path: Path) -> None:
     (tmp_path / "bad.txt").write_bytes(b"\xff\xfe\xfa")
     with pytest.raises(FoundryError, match="Cannot read"):
         read_prompts("", tmp_path / "bad.txt")
+
+
+def test_several_plain_answers_are_marked_and_stream_json_is_refused(project: Path, tmp_path: Path) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Hello\nThe cat\n")
+    rc, out, err = foundry(["gpt-tiny", "--prompts-file", str(prompts), *GREEDY_FLAGS], project)
+    assert rc == 0, err
+    first, second = expected_text(project, "Hello"), expected_text(project, "The cat")
+    assert out == f"=== prompt 1/2 ===\n{first}\n\n=== prompt 2/2 ===\n{second}\n"
+    rc, _, err = foundry(["gpt-tiny", "--prompt", "Hi", "--stream", "--json"], project)
+    assert rc == 2 and "--stream and --json" in err and "hint:" in err

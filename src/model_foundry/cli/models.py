@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from model_foundry.cli.options import NoVerifyOpt
+from model_foundry.errors import FoundryError
 
 
 def generate(
@@ -65,6 +66,11 @@ def generate(
     from model_foundry.generation.defaults import resolve
     from model_foundry.generation.sampling import SamplingParams
 
+    if stream and as_json:
+        raise FoundryError(
+            "--stream and --json do not go together: --json prints one whole record per prompt.",
+            "Drop one of them.",
+        )
     overrides = sampling_overrides(temperature, top_k, top_p, min_p, repetition_penalty)
     resolve(SamplingParams(), overrides)  # bad settings fail before loading
     path = resolve_model(name, model)
@@ -83,7 +89,9 @@ def generate(
         return
     engine = Engine.from_folder(path, verify=not no_verify)
     params = engine.resolve(overrides)
-    for text in prompts:
+    for number, text in enumerate(prompts, 1):
+        if len(prompts) > 1 and not as_json:  # several answers in plain text: say where each begins
+            print(f"{'' if number == 1 else chr(10)}=== prompt {number}/{len(prompts)} ===")
         ids = engine.encode_prompt(text)
         request = Request(ids, max_new_tokens, params, tuple(stop or ()), seed)
         if stream and not as_json:
