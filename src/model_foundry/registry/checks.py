@@ -21,7 +21,6 @@ is written, so validating a folder does not change its DVC hash. Steps 4 and 5 i
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -127,21 +126,12 @@ def dir_listing(folder: Path) -> dict[str, str]:
 
 
 def read_dir_listing(cache_dir: Path, md5: str) -> dict[str, str] | None:
-    """{relpath: md5} of the `.dir` object `md5` in DVC's cache (`cache_dir/<md5[:2]>/<md5[2:]>`), or None
-    when it is not there or not a listing (a JSON list of {"md5", "relpath"})."""
-    path = Path(cache_dir) / md5[:2] / md5[2:]
-    try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
-        return None
-    if not isinstance(entries, list):
-        return None
-    out = {}
-    for entry in entries:
-        if not (isinstance(entry, dict) and isinstance(entry.get("relpath"), str)):
-            return None
-        out[entry["relpath"]] = str(entry.get("md5"))
-    return out
+    """{relpath: md5} of the `.dir` object `md5` in DVC's cache (`registry.dvc.read_listing`), or None
+    when it is not there or not a listing."""
+    from model_foundry.registry.dvc import read_listing
+
+    entries = read_listing(Path(cache_dir), md5)
+    return None if entries is None else {e["relpath"]: e["md5"] for e in entries}
 
 
 # --- 2. metadata.json and the sha256 it records ------------------------------------------------------------

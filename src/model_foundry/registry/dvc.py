@@ -111,3 +111,23 @@ def is_dvc_tracked(path: str | Path) -> bool:
         if isinstance(stage, dict)
         for out in stage.get("outs") or []
     )
+
+
+def object_path(objects: Path, md5: str) -> Path:
+    """Where a DVC 3 cache (or local remote) keeps the object with this md5: `<objects>/<2 hex>/<rest>`."""
+    return objects / md5[:2] / md5[2:]
+
+
+def read_listing(objects: Path, checksum: str) -> list[dict[str, str]] | None:
+    """The `.dir` listing of a folder checksum ([{"md5", "relpath"}], as `dvc_md5` hashes it) from the objects
+    folder `objects`, or None when it is not there or is not such a listing. Raises nothing."""
+    try:
+        entries = json.loads(object_path(objects, checksum).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    if not isinstance(entries, list) or not all(
+        isinstance(e, dict) and isinstance(e.get("md5"), str) and isinstance(e.get("relpath"), str)
+        for e in entries
+    ):
+        return None
+    return entries

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import configparser
 import contextlib
-import json
 import os
 import re
 import subprocess
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from model_foundry.errors import FoundryError
+from model_foundry.registry.dvc import read_listing
 
 _MD5 = re.compile(r"^[0-9a-f]{32}(\.dir)?$")
 _OBJECT_NAME = re.compile(r"^[0-9a-f]{30}(\.dir)?$")  # a cache file's name: the md5 without its first 2 hex
@@ -78,10 +78,6 @@ def cache_dir(root: Path) -> Path:
 def objects_dir(root: Path) -> Path:
     """The cache's DVC 3 object folder: `<cache>/files/md5/<2 hex>/<30 hex>[.dir]`."""
     return cache_dir(root) / "files" / "md5"
-
-
-def _object_path(objects: Path, md5: str) -> Path:
-    return objects / md5[:2] / md5[2:]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -296,16 +292,8 @@ def referenced_md5s(root: Path, excluding: Collection[Path] = ()) -> set[str]:
         md5s.update(_md5s_in(_load_yaml(text, str(path.relative_to(root)), dvc_file=path.suffix == ".dvc")))
     objects = objects_dir(root)
     for md5 in [m for m in md5s if m.endswith(".dir")]:
-        try:
-            listing = json.loads(_object_path(objects, md5).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue  # not in this cache (never pulled, or already collected): nothing of it to keep
-        if isinstance(listing, list):
-            md5s.update(
-                e["md5"]
-                for e in listing
-                if isinstance(e, dict) and isinstance(e.get("md5"), str) and _MD5.match(e["md5"])
-            )
+        listing = read_listing(objects, md5)  # None: not in this cache (never pulled, or collected)
+        md5s.update(e["md5"] for e in listing or [] if _MD5.match(e["md5"]))
     return md5s
 
 

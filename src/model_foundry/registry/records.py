@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from model_foundry.errors import FoundryError
-from model_foundry.registry.dvc import dvc_md5
+from model_foundry.registry.dvc import dvc_md5, object_path, read_listing
 from model_foundry.registry.gc import objects_dir
 from model_foundry.registry.history import (
     LOCK_PATH,
@@ -293,18 +293,8 @@ def local_remote_objects(root: Path) -> Path | None:
     return (path if path.is_absolute() else root / ".dvc" / path) / "files" / "md5"
 
 
-def cached_object(objects: Path, md5: str) -> Path:
-    """Where the DVC cache keeps the object with this md5 (`<2 hex>/<rest>`)."""
-    return objects / md5[:2] / md5[2:]
-
-
-def cache_listing(objects: Path, checksum: str) -> list[dict[str, str]] | None:
-    """The `.dir` listing ([{md5, relpath}]) of a folder checksum, or None when the cache lacks it."""
-    try:
-        listing = json.loads(cached_object(objects, checksum).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return listing if isinstance(listing, list) else None
+cached_object = object_path  # the names the registry's callers use (registry/dvc.py owns the format)
+cache_listing = read_listing
 
 
 def in_cache(objects: Path, checksum: str) -> bool:

@@ -9,7 +9,6 @@ its md5 in that experiment's dvc.lock. A catalog entry with `source: model:A-tra
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import yaml
 
 from model_foundry.errors import FoundryError
 from model_foundry.io import atomic_dir
-from model_foundry.registry.dvc import LOCK_NAME, _md5_file
+from model_foundry.registry.dvc import LOCK_NAME, _md5_file, object_path, read_listing
 
 
 @dataclass(frozen=True)
@@ -84,13 +83,12 @@ def restore_output(root: Path, record: RecordedOutput, dest: Path) -> int:
     objects = cache_files_dir(root)
 
     def cached(md5: str) -> Path:
-        return objects / md5[:2] / md5[2:]
+        return object_path(objects, md5)
 
     hint = f"Fetch it first: `dvc pull {record.path}` (from a remote), or re-run the stage that produces it."
-    listing = cached(record.md5)
-    if not record.md5.endswith(".dir") or not listing.is_file():
+    entries = read_listing(objects, record.md5) if record.md5.endswith(".dir") else None
+    if entries is None:
         raise FoundryError(f"{record.path} ({record.md5}, {record.where}) is not in the DVC cache.", hint)
-    entries = json.loads(listing.read_text())
     with atomic_dir(dest) as tmp:
         for entry in entries:
             source, target = cached(entry["md5"]), tmp / entry["relpath"]
