@@ -154,6 +154,50 @@ def test_chat_refuses_models_that_cannot_chat(project: Path, name: str, expected
     assert child.exitstatus == 2
 
 
+@pytest.mark.parametrize(("script", "unanswered"), [("", None), ("hi\n/save never.json\nthere\n", 2)])
+def test_end_of_input_before_a_failed_load_reports_it(
+    project: Path, script: str, unanswered: int | None
+) -> None:
+    """The input ends before the model has failed to load: the failure is still reported (exit 2), with
+    the number of messages it left unanswered."""
+    result = subprocess.run(
+        [FOUNDRY, "chat", "models/gpt-plain"], input=script, cwd=project, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[-2].startswith("error: models/gpt-plain: gpt has no chat template")
+    assert lines[-1].startswith("  hint: ")
+    if unanswered is None:
+        assert "not answered" not in result.stderr
+    else:
+        assert lines[-3] == f"({unanswered} messages not answered: the model did not load)"
+    assert not (project / "never.json").exists()
+
+
+def test_ctrl_d_before_a_failed_load_reports_it(project: Path) -> None:
+    child = spawn(project, "gpt-plain")
+    child.expect_exact(PROMPT)
+    child.sendline("hello")  # queued; then Ctrl-D, most likely before the model has failed (either way)
+    child.sendeof()
+    child.expect_exact("(1 message not answered: the model did not load)")
+    child.expect_exact("error: models/gpt-plain: gpt has no chat template")
+    child.expect_exact("hint:")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 2
+
+
+def test_end_of_input_after_a_good_load_exits_0(project: Path) -> None:
+    """No message at all: the model is still loaded (a failure would be reported), then exit 0."""
+    result = subprocess.run(
+        [FOUNDRY, "chat", "models/qwen-chat"], input="", cwd=project, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "ready: models/qwen-chat" in result.stderr and "error" not in result.stderr
+
+
 def test_piped_messages_are_answered_in_order(project: Path) -> None:
     """Without a terminal: no prompts; /save and /reset wait for the messages before them; the end of the
     input answers what is queued, then exits 0."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,15 @@ from typing import Any
 import pytest
 
 from conftest import VENV_BIN
-from model_foundry.recommend import QWEN25, available_memory, kv_bytes_per_token
+from model_foundry.recommend import (
+    QWEN25,
+    advise,
+    available_memory,
+    format_report,
+    kv_bytes_per_token,
+    parse_ram,
+    recommend,
+)
 
 FOUNDRY = str(VENV_BIN / "foundry")
 GIB = 2**30
@@ -36,14 +45,14 @@ EXPECTED = {
 }
 
 
-def needed(size: str, purpose: str) -> int:
-    """Bytes `size` needs for `purpose`, from the README's formulas."""
+def needed(size: str, purpose: str, context: int = CONTEXT) -> int:
+    """Bytes `size` needs for `purpose` (bf16) at `context` tokens, from the README's formulas."""
     params, layers, heads, kv, hidden, inter, vocab = CARDS[size]
     p = round(params)
     if purpose == "inference":
-        rest = p * 2 + 2 * layers * kv * (hidden // heads) * 2 * CONTEXT
+        rest = p * 2 + 2 * layers * kv * (hidden // heads) * 2 * context
     else:
-        activations = 34 * CONTEXT * hidden * layers + 4 * CONTEXT * vocab
+        activations = 34 * context * hidden * layers + 4 * context * vocab
         if purpose == "lora":
             adapter = 8 * layers * (9 * hidden + 2 * kv * (hidden // heads) + 3 * inter)
             rest = p * 2 + adapter * 16 + activations
@@ -139,7 +148,59 @@ def test_nothing_fits_is_an_answer() -> None:
     result = foundry("recommend", "--ram", "1")
     assert result.returncode == 0
     assert "Nothing fits: even Qwen2.5-0.5B needs" in result.stdout
+    # 0.91 GiB of bf16 weights + 0.5 GiB runtime + 10%: no context fits in 1 GiB
+    assert "A shorter --context cannot help: even at 1 token it needs 1.50 GiB" in result.stdout
+    assert "or shorter fits" not in result.stdout
     assert recommend_json("--ram", "1")["recommended"] is None
+
+
+# the longest context at which Qwen2.5-0.5B fits when nothing fits at 4,096 (None: its weights do not fit)
+SHORTER_CONTEXT = {
+    "inference": {1: None},
+    "lora": {1: None, 2: 309, 4: 1767},
+    "full": {1: None, 2: None, 4: None, 8: None},
+}
+
+
+@pytest.mark.parametrize("purpose", ["inference", "lora", "full"])
+def test_nothing_fits_advice_is_true(purpose: str) -> None:
+    """Every --ram of the table: a shorter --context is advised only when one fits (and the longest one is
+    named); otherwise the memory 0.5B needs is named; another --for is advised only when it fits."""
+    shorter = SHORTER_CONTEXT[purpose]
+    assert set(shorter) == {ram for ram, size in EXPECTED[purpose].items() if size is None}
+    for ram in EXPECTED[purpose]:
+        available = ram * GIB
+        rec = recommend(parse_ram(ram), purpose)
+        out = format_report(rec)
+        if ram not in shorter:
+            assert advise(rec) is None and "Nothing fits" not in out
+            continue
+        least = needed("0.5B", purpose, 1)
+        if shorter[ram] is None:
+            assert least > available  # the weights (and the runtime) alone overflow
+            assert "or shorter fits" not in out
+            assert f"A shorter --context cannot help: even at 1 token it needs {least / GIB:.2f} GiB" in out
+            assert f"Qwen2.5-0.5B needs {needed('0.5B', purpose) / GIB:.2f} GiB of memory" in out
+        else:
+            n = shorter[ram]
+            assert needed("0.5B", purpose, n) <= available < needed("0.5B", purpose, n + 1)
+            assert f"--context {n:,} or shorter fits" in out and "cannot help" not in out
+            assert recommend(available, purpose, context=n).model is not None
+        for other in ("inference", "lora", "full"):
+            advised = re.search(rf"^--for {other} fits: Qwen2.5-0.5B needs ([\d.]+) GiB", out, re.MULTILINE)
+            fits = other != purpose and needed("0.5B", other) <= available
+            assert (advised is not None) == fits, (purpose, ram, other)
+            if advised:
+                assert advised.group(1) == f"{needed('0.5B', other) / GIB:.2f}"
+        assert "--dtype" not in out  # bf16 already
+
+
+def test_fp32_that_does_not_fit_advises_bf16_when_it_does() -> None:
+    rec = recommend(parse_ram(2.5), "inference", dtype="fp32")
+    advice = advise(rec)
+    assert rec.model is None and advice is not None and advice.dtype == "bf16"
+    assert needed("0.5B", "inference") <= 2.5 * GIB  # bf16 fits
+    assert "--dtype bf16 fits: Qwen2.5-0.5B needs 1.56 GiB in it." in format_report(rec)
 
 
 @pytest.mark.parametrize("ram", ["0", "-4", "abc", "nan"])

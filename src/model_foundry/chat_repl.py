@@ -8,6 +8,10 @@ transformers, loads the model, then answers the queued messages one at a time, s
 terminal as the engine produces it. A message typed while the model loads waits in the queue and is answered
 once it is ready. This module imports nothing heavy: torch comes in with the worker, after the prompt.
 
+The end of the input (Ctrl-D, or the end of piped messages) waits for the model and the queued messages: a
+load that fails is then reported (error + hint, exit 2) with the number of messages left unanswered, the
+same as a failure that interrupts the prompt.
+
 The conversation (`Conversation`) holds the answered turns: user, assistant, user, ... after an optional
 system message. An answer stopped with Ctrl-C is kept as far as it went (what the user saw).
 """
@@ -23,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from model_foundry.errors import FoundryError
 
@@ -190,6 +194,7 @@ class ChatSession:
         self.conversation = Conversation(settings.system)
         self.history_lock = threading.Lock()  # guards conversation.turns
         self.jobs: queue.Queue[Job] = queue.Queue()
+        self.pending: list[Job] = []  # queued messages and commands not yet done (the main thread's view)
         self.ready = threading.Event()
         self.failed = threading.Event()
         self.error: BaseException | None = None
@@ -219,8 +224,9 @@ class ChatSession:
             self.error = e
             self.failed.set()
             self._drop_all()
-            if self._repl:
-                signal.pthread_kill(self._main, signal.SIGINT)  # wakes the main thread out of its prompt
+            with self.console.lock:  # the main thread polls `failed` everywhere but at its prompt
+                if self._repl and self.console.at_prompt:
+                    signal.pthread_kill(self._main, signal.SIGINT)  # wakes it out of the prompt
             return
         self.ready.set()
         while True:
@@ -343,10 +349,19 @@ class ChatSession:
     def submit(self, text: str, attached: bool = True) -> Job:
         """Queue a message; answered at once when the model is ready, else once it is."""
         job = Job(text, attached and self.ready.is_set())
-        self.jobs.put(job)
+        self._queue(job)
         if not self.ready.is_set():
             self.console.note(f"(queued: the model is loading — {self.step})")
         return job
+
+    def _queue(self, job: Job) -> None:
+        kept = [j for j in self.pending if not j.done.is_set() or j.reason == "dropped"]  # not the answered
+        self.pending = kept + [job]
+        self.jobs.put(job)
+
+    def unanswered(self) -> int:
+        """How many messages were queued but not answered (dropped when loading failed)."""
+        return sum(1 for j in self.pending if not j.command and j.reason in (None, "dropped"))
 
     def cancel(self) -> bool:
         """Stop the answer being written (it keeps what was written); True when there was one."""
@@ -389,22 +404,32 @@ class ChatSession:
                     return
             except KeyboardInterrupt:
                 if self.failed.is_set():
-                    break
+                    with self.console.lock:  # leave the prompt's line
+                        self.console.out.write("\r\x1b[K" if self.console.tty else "\n")
+                    self._fail()
                 self._interrupt()
             except EOFError:  # Ctrl-D or the end of piped input: answer what is queued, then leave
                 with self.console.lock:
                     self.console.at_prompt = False
                     self.console.out.write("\n")
+                    self.console.out.flush()
                 try:
                     self._finish_queue()
-                except KeyboardInterrupt:
-                    self.cancel()
-                if not self.failed.is_set():
-                    return
-                break
-        with self.console.lock:
-            self.console.out.write("\r\x1b[K" if self.console.tty else "\n")
-            self.console.out.flush()
+                except KeyboardInterrupt:  # Ctrl-C while waiting: leave now
+                    if not self.failed.is_set():
+                        self.cancel()
+                        return
+                if self.failed.is_set():
+                    self._fail()
+                return
+
+    def _fail(self) -> NoReturn:
+        """Report the loading failure: how many messages it left unanswered, then raise its error."""
+        self.console.out.flush()
+        self._worker.join(timeout=5.0)  # it has dropped the queued messages
+        self._drop_all()  # any queued after it did
+        if n := self.unanswered():
+            self.console.note(f"({n} message{'s' if n > 1 else ''} not answered: the model did not load)")
         assert self.error is not None
         raise self.error
 
@@ -418,9 +443,11 @@ class ChatSession:
         finally:
             with self.console.lock:
                 self.console.at_prompt = False
-        if self.failed.is_set():
-            raise KeyboardInterrupt  # reported by run()
         text = line.strip()
+        if self.failed.is_set():
+            if text and not text.startswith("/"):  # typed before the failure was shown: count it
+                self.pending.append(Job(line, attached=False, reason="dropped"))
+            raise KeyboardInterrupt  # reported by run()
         if not text:
             return False
         if text.startswith("/"):
@@ -437,7 +464,7 @@ class ChatSession:
             self.cancel()
             return True
         if name in ("/reset", "/save") and (not self.jobs.empty() or self.current is not None):
-            self.jobs.put(Job(text, attached=False, command=True))  # in order, after the queued messages
+            self._queue(Job(text, attached=False, command=True))  # in order, after the queued messages
             self.console.note(f"({name} runs after the queued messages)")
         elif name in ("/reset", "/save", "/help"):
             self._run_command(text)
@@ -476,6 +503,11 @@ class ChatSession:
                 self.console.out.flush()
 
     def _finish_queue(self) -> None:
-        """Wait until every queued message is answered (or loading failed)."""
-        while not self.failed.is_set() and (not self.jobs.empty() or self.current is not None):
+        """Wait until the model is loaded and every queued message answered, or loading failed."""
+        if not self.ready.is_set() and self.console.prompt:  # Ctrl-D at a terminal
+            self.console.note(f"(waiting for the model — {self.step}; Ctrl-C leaves now)")
+        self.go.set()
+        while not self.failed.is_set() and not (
+            self.ready.is_set() and all(j.done.is_set() for j in self.pending)
+        ):
             time.sleep(0.05)

@@ -2,6 +2,7 @@
 
     need = estimate(QWEN25[2], "lora")          # Estimate(parts={"weights": ..., ...}, total=...)
     rec = recommend(8 * GIB, "inference")       # the largest size whose estimate fits in 8 GiB
+    advise(recommend(GIB, "lora"))              # nothing fits: what would (a shorter context, another --for)
 
 All sizes are bytes; GiB = 2**30 bytes. The formulas (P = parameters, L = layers, h = hidden size,
 kv = key/value heads, d = head dim = h / attention heads, s = context length, V = vocabulary, I = MLP size):
@@ -305,6 +306,87 @@ def recommend(
     return Recommendation(memory, purpose, dtype, context, estimates, fitting[-1] if fitting else None)
 
 
+@dataclass(frozen=True)
+class Advice:
+    """What to try when nothing fits, each part true of the smallest size (`model`) by `estimate`:
+
+    needed: bytes it needs at the asked context; least: bytes it needs at any context (1 token: its
+    weights, adapter or optimizer state, and overhead); context: the longest context below the asked one
+    that fits, None when even 1 token does not (then the weights are what overflows, not the KV cache or
+    the activations); purposes: the other `--for` values it fits for at the asked context (lightest
+    first); dtype: "bf16" when inference in fp32 does not fit but bf16 does, else None.
+    """
+
+    model: QwenSize
+    needed: int
+    least: int
+    context: int | None
+    purposes: tuple[Purpose, ...]
+    dtype: str | None
+
+
+def advise(rec: Recommendation) -> Advice | None:
+    """What to try when `rec` found nothing (None when it recommends a size)."""
+    if rec.model is not None:
+        return None
+    smallest, available = rec.estimates[0], rec.memory.available
+    model, purpose = smallest.model, rec.purpose
+
+    def fits(context: int, purpose: Purpose = purpose, dtype: str = rec.dtype) -> bool:
+        return estimate(model, purpose, dtype, context).total <= available
+
+    least = estimate(model, purpose, rec.dtype, 1).total
+    context = None
+    if least <= available:  # the weights fit: the longest context that does too (the need grows with it)
+        low, high = 1, rec.context - 1
+        while low < high:
+            mid = (low + high + 1) // 2
+            low, high = (mid, high) if fits(mid) else (low, mid - 1)
+        context = low
+    others = tuple(p for p in PURPOSES if p != purpose and fits(rec.context, p))
+    bf16 = purpose == "inference" and rec.dtype == "fp32" and fits(rec.context, dtype="bf16")
+    return Advice(model, smallest.total, least, context, others, "bf16" if bf16 else None)
+
+
+def format_advice(rec: Recommendation) -> list[str]:
+    """The "Nothing fits" lines: the smallest size's need, then only what would make it fit ([] when a
+    size fits)."""
+    advice = advise(rec)
+    if advice is None:
+        return []
+    name, gib = f"Qwen2.5-{advice.model.size}", rec.memory.available / GIB
+    lines = [
+        f"Nothing fits: even {name} needs {advice.needed / GIB:.2f} GiB for {rec.purpose}, "
+        f"{gib:.2f} GiB is available."
+    ]
+    overflow = "KV cache" if rec.purpose == "inference" else "activations"
+    if advice.context is not None:
+        lines.append(
+            f"Its weights fit; its {overflow} at {rec.context:,} tokens do not: --context {advice.context:,} "
+            "or shorter fits."
+        )
+    else:
+        floor = estimate(advice.model, rec.purpose, rec.dtype, 1).parts
+        words = {"weights_grads_adamw": "weights, gradients and AdamW state"}
+        fixed = " + ".join(
+            f"{words.get(part, part)} {size / GIB:.2f}"
+            for part, size in floor.items()
+            if part not in ("kv_cache", "activations")
+        )
+        lines.append(
+            f"A shorter --context cannot help: even at 1 token it needs {advice.least / GIB:.2f} GiB "
+            f"({fixed} GiB). {name} needs {advice.needed / GIB:.2f} GiB of memory at --context "
+            f"{rec.context:,}."
+        )
+    for purpose in advice.purposes:
+        need = estimate(advice.model, purpose, rec.dtype, rec.context).total
+        lines.append(f"--for {purpose} fits: {name} needs {need / GIB:.2f} GiB for it.")
+    if advice.dtype is not None:
+        need = estimate(advice.model, rec.purpose, advice.dtype, rec.context).total
+        lines.append(f"--dtype {advice.dtype} fits: {name} needs {need / GIB:.2f} GiB in it.")
+    return lines
+
+
 def model_name(model: QwenSize) -> str:
     """The folder name `foundry import-model` gives it: Qwen/Qwen2.5-1.5B → qwen2-5-1-5b."""
     from model_foundry.naming import suggest_name
@@ -343,20 +425,11 @@ def format_report(rec: Recommendation) -> str:
         for part, size in e.parts.items():
             lines.append(f"    {part:<20} {size / GIB:8.2f} GiB  = {e.arithmetic[part]}")
     lines.append("")
-    if rec.model is None:
-        smallest = rec.estimates[0]
-        lines.append(
-            f"Nothing fits: even Qwen2.5-{smallest.model.size} needs {smallest.total / GIB:.2f} GiB for "
-            f"{rec.purpose}, {mem.available / GIB:.2f} GiB is available."
-        )
-        if rec.purpose != "inference":
-            lines.append("Try --for lora or --for inference, or a shorter --context.")
-        else:
-            lines.append("Try a shorter --context, or a machine with more memory.")
-        return "\n".join(lines)
+    m = rec.model
+    if m is None:
+        return "\n".join(lines + format_advice(rec))
     import yaml
 
-    m = rec.model
     lines += [
         f"recommended: Qwen2.5-{m.size} ({m.repo_id}, licence {m.license})",
         "",

@@ -15,6 +15,7 @@ import transformers
 from generation.generation_helpers import tiny_scratch, without_cache
 from model_foundry.errors import FoundryError
 from model_foundry.generation import GREEDY, Engine, Request, SamplingParams
+from model_foundry.generation.scheduler import Scheduler
 from model_foundry.model_folder import load_adapter, load_tokenizer
 
 PARITY = ["hf-qwen2", "hf-llama", "hf-gpt2"]
@@ -222,12 +223,12 @@ def test_batched_greedy_equals_one_by_one_for_prompts_of_different_lengths(
         Request(engine.encode_prompt(p), 16 + 4 * i, GREEDY, stop=("zz",)) for i, p in enumerate(prompts)
     ]
     requests.append(Request(engine.encode_prompt("Sampled"), 12, SamplingParams(0.9, top_k=30), seed=5))
-    assert engine._groups(requests) == [list(range(len(requests)))]  # one padded batch
+    assert Scheduler(engine, 1).fused == (family != "hf-gpt2")  # the Llama-shaped ones: one batched step
     assert engine.complete_batch(requests) == [engine.complete(r) for r in requests]
 
 
 @pytest.mark.parametrize("arch", ["gpt", "lstm"])
-def test_batched_scratch_models_group_equal_lengths(arch: str, hub_repos: dict[str, Path]) -> None:
+def test_batched_scratch_models_decode_row_by_row(arch: str, hub_repos: dict[str, Path]) -> None:
     from localhub.repos import GPT2
 
     tok = load_tokenizer(hub_repos[GPT2])
@@ -236,13 +237,7 @@ def test_batched_scratch_models_group_equal_lengths(arch: str, hub_repos: dict[s
     engine = Engine(adapter)
     ids = [tok(t)["input_ids"] for t in ("one two three", "four five six", "a much longer prompt than those")]
     requests = [Request(i, 10, GREEDY) for i in ids] + [Request(ids[0], 10, SamplingParams(1.0), seed=2)]
-    groups = engine._groups(requests)
-    assert sorted(map(sorted, groups)) == sorted(
-        [
-            [i for i, r in enumerate(requests) if len(r.prompt_ids) == n]
-            for n in {len(r.prompt_ids) for r in requests}
-        ]
-    )
+    assert not Scheduler(engine, 1).fused  # the adapter's own prefill/decode (KV cache, hidden state)
     assert engine.complete_batch(requests) == [engine.complete(r) for r in requests]
     steps = list(engine.stream_batch(requests))
     assert all(len(step) == len(requests) for step in steps)

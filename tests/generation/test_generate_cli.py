@@ -141,3 +141,21 @@ def test_several_plain_answers_are_marked_and_stream_json_is_refused(project: Pa
     assert out == f"=== prompt 1/2 ===\n{first}\n\n=== prompt 2/2 ===\n{second}\n"
     rc, _, err = foundry(["gpt-tiny", "--prompt", "Hi", "--stream", "--json"], project)
     assert rc == 2 and "--stream and --json" in err and "hint:" in err
+
+
+def test_options_that_do_not_apply_to_the_model_are_refused(project: Path) -> None:
+    """--top to a causal LM, sampling/--stop/--stream to a masked LM: exit 2 before loading, not ignored."""
+    rc, out, err = foundry(["gpt-tiny", "--prompt", "Hello", "--top", "3"], project)
+    assert rc == 2 and out == "", err
+    assert "error: --top is a masked-LM option" in err and "models/gpt-tiny is a causal language model" in err
+    assert "hint: Drop --top" in err
+    rc, out, err = foundry(["gpt-tiny", "--prompt", "Hello", "--top", "5"], project)  # the old default too
+    assert rc == 2 and "error: --top" in err
+    rc, out, err = foundry(
+        ["bert-tiny", "--prompt", "hello [MASK]", "--temperature", "0.5", "--stop", "x", "--stream"], project
+    )
+    assert rc == 2 and out == "", err
+    assert "error: --temperature, --stop and --stream do not apply to a masked language model" in err
+    assert "hint: Drop --temperature, --stop and --stream" in err
+    rc, out, err = foundry(["bert-tiny", "--prompt", "hello [MASK]", "--top-k", "0"], project)
+    assert rc == 2 and "error: --top-k does not apply" in err

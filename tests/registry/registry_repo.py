@@ -69,8 +69,9 @@ Path(sys.argv[2]).write_text(json.dumps({"perplexity": 10 + total % 7, "val_loss
 '''
 
 
-def build_base(folder: Path) -> None:
-    """A tiny real GPT model folder (weights, tokenizer, metadata) saved by the production adapter."""
+def build_base(folder: Path, block_size: int = 16) -> None:
+    """A tiny real GPT model folder (weights, tokenizer, metadata) saved by the production adapter, with a
+    context of `block_size` tokens."""
     import torch
 
     from model_foundry.adapters import get_spec
@@ -81,7 +82,7 @@ def build_base(folder: Path) -> None:
     tok = train_tokenizer("bpe", texts, 300, "causal_lm")
     spec = get_spec("gpt")
     cls = spec.adapter_cls()
-    config = spec.config_cls(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=len(tok))
+    config = spec.config_cls(n_layer=1, n_head=2, n_embd=16, block_size=block_size, vocab_size=len(tok))
     torch.manual_seed(0)
     adapter = cls.build(config, spec)
     adapter.tokenizer = tok

@@ -20,7 +20,7 @@ API_KEY = "test-key-123"
 
 def build_models(models: Path) -> dict[str, Path]:
     """`qwen-chat`: the local Hub's tiny Qwen2 (ChatML template, context 256) imported as `foundry
-    import-model` does; `gpt-plain`: a tiny scratch GPT (no chat template, context 16). name → folder."""
+    import-model` does; `gpt-plain`: a tiny scratch GPT (no chat template, context 256). name → folder."""
     from localhub.repos import build_qwen2
     from model_foundry.hub import import_model
     from model_foundry.hub.report import QuietReporter
@@ -34,7 +34,7 @@ def build_models(models: Path) -> dict[str, Path]:
         accept_license=True,
         reporter=QuietReporter(),
     ).path
-    build_base(models / "gpt-plain")
+    build_base(models / "gpt-plain", block_size=256)
     return {"qwen-chat": Path(qwen), "gpt-plain": models / "gpt-plain"}
 
 

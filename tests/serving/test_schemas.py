@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -100,3 +101,60 @@ def test_chat_messages() -> None:
     assert error_of(lambda: chat_messages(empty)).param == "messages"
     newer = parse_body(ChatBody, {"model": "m", "messages": [], "max_completion_tokens": 0})
     assert error_of(lambda: check_sampling(newer, 64, 64)).param == "max_completion_tokens"
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"max_tokens": True}, "max_tokens"),
+        ({"max_tokens": 2.5}, "max_tokens"),
+        ({"max_tokens": "8"}, "max_tokens"),
+        ({"max_completion_tokens": True}, "max_completion_tokens"),
+        ({"top_k": False}, "top_k"),
+        ({"top_k": 1.5}, "top_k"),
+        ({"n": True}, "n"),
+        ({"seed": 0.5}, "seed"),
+        ({"seed": True}, "seed"),
+        ({"temperature": True}, "temperature"),
+        ({"temperature": "0.7"}, "temperature"),
+        ({"top_p": False}, "top_p"),
+    ],
+)
+def test_numbers_are_not_coerced_from_booleans_strings_or_fractions(
+    fields: dict[str, object], param: str
+) -> None:
+    error = error_of(lambda: parse_body(ChatBody, {"model": "m", "messages": [], **fields}))
+    assert (error.status, error.param, error.type) == (400, param, "invalid_request_error")
+    assert error.message.startswith(f"{param}: Input should be a valid")
+
+
+def test_whole_numbers_are_numbers() -> None:
+    """An int for a float field (OpenAI takes `"temperature": 1`), a whole float for an int field."""
+    fields = {"max_tokens": 8.0, "top_k": 0, "n": 1.0, "seed": 3, "temperature": 1, "top_p": 1}
+    body = parse_body(CompletionBody, {"model": "m", "prompt": "x", **fields})
+    sampling = check_sampling(body, 16, 64)
+    assert (sampling.max_tokens, sampling.top_k, sampling.seed) == (8, 0, 3)
+    assert all(type(v) is int for v in (body.max_tokens, body.top_k, body.n, body.seed))
+    assert (sampling.temperature, sampling.top_p) == (1.0, 1.0)
+    assert type(sampling.temperature) is float
+
+
+def test_a_boolean_max_tokens_is_400_over_http(tmp_path: Path) -> None:
+    """A real `foundry serve` (the body is checked before the model is needed: it is left loading)."""
+    from registry.registry_repo import build_base
+    from serving.server_helpers import http, start_server
+
+    build_base(tmp_path / "gpt-plain")
+    server = start_server(
+        [str(tmp_path / "gpt-plain")], env={"FOUNDRY_SERVE_TEST_LOAD_DELAY": "60"}, wait_ready=False
+    )
+    try:
+        body = {"model": "gpt-plain", "prompt": "the", "max_tokens": True}
+        answer = http(f"{server.url}/v1/completions", body)
+        loading = http(f"{server.url}/v1/completions", {**body, "max_tokens": 2})
+    finally:
+        server.stop()
+    assert answer.status == 400, answer.body
+    assert answer.json()["error"]["param"] == "max_tokens"
+    assert answer.json()["error"]["type"] == "invalid_request_error"
+    assert loading.status == 503  # the same request with a number gets past the check

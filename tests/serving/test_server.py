@@ -1,9 +1,10 @@
 """`foundry serve` end to end: a real process on 127.0.0.1, the official `openai` client (max_retries=0),
 tiny real models (a Hub Qwen2 with a chat template, a scratch GPT without one).
 
-Two servers per module: `chat_server` (Qwen2, API key, max-queue 4) for the API's shapes and errors;
-`slow_server` (GPT, max-queue 1, FOUNDRY_SERVE_TEST_LOAD_DELAY and FOUNDRY_SERVE_TEST_TOKEN_DELAY: the
-loader's and worker's documented test hooks) for readiness, overload and disconnects.
+Two servers per module: `chat_server` (Qwen2, API key, max-queue 8, batches of 8) for the API's shapes,
+errors and continuous batching; `slow_server` (GPT, max-queue 1, batches of 1,
+FOUNDRY_SERVE_TEST_LOAD_DELAY and FOUNDRY_SERVE_TEST_TOKEN_DELAY: the loader's and worker's documented test
+hooks) for readiness, overload and disconnects.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def chat_server(models: dict[str, Path]) -> Iterator[ServerProcess]:
     server = start_server(
-        [str(models["qwen-chat"]), "--api-key", API_KEY, "--max-queue", "4", "--max-tokens-cap", "64"]
+        [str(models["qwen-chat"]), "--api-key", API_KEY, "--max-queue", "8", "--max-tokens-cap", "64"]
     )
     yield server
     server.stop()
@@ -44,7 +45,7 @@ def chat_server(models: dict[str, Path]) -> Iterator[ServerProcess]:
 @pytest.fixture(scope="module")
 def slow_server(models: dict[str, Path]) -> Iterator[ServerProcess]:
     env = {"FOUNDRY_SERVE_TEST_LOAD_DELAY": "2", "FOUNDRY_SERVE_TEST_TOKEN_DELAY": str(TOKEN_DELAY)}
-    server = start_server([str(models["gpt-plain"]), "--max-queue", "1"], env=env)
+    server = start_server([str(models["gpt-plain"]), "--max-queue", "1", "--max-batch-size", "1"], env=env)
     yield server
     server.stop()
 
@@ -83,9 +84,11 @@ def test_listens_at_once_then_ready_flips(slow_server: ServerProcess) -> None:
         "step": "done",
         "elapsed_s": 0,
         "model": "gpt-plain",
-        "max_context": 16,
+        "max_context": 256,
         "max_batch_size": 1,
-        "queue": {"waiting": 0, "max": 1, "busy": False},
+        "batched_decode": False,
+        "largest_batch": 0,
+        "queue": {"waiting": 0, "max": 1, "running": 0},
     }
 
 
@@ -147,6 +150,44 @@ def test_models_list(chat_server: ServerProcess) -> None:
     models = client(chat_server).models.list()
     assert [m.id for m in models.data] == ["qwen-chat"]
     assert models.data[0].object == "model" and models.data[0].owned_by == "model-foundry"
+
+
+def test_concurrent_requests_are_batched_and_answer_as_sequential_ones(
+    chat_server: ServerProcess, models: dict[str, Path]
+) -> None:
+    """8 clients at once (greedy, fp32, prompts and lengths of all sizes) get exactly the tokens each gets
+    alone, and the server decoded more than one of them per step (continuous batching)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    prompts = [f"{'the quick brown fox ' * (i % 4)}number {i} says" for i in range(8)]
+    api = client(chat_server)
+
+    def ask(i: int) -> tuple[str, str | None, int]:
+        got = api.completions.create(
+            model="qwen-chat", prompt=prompts[i], max_tokens=10 + 3 * i, temperature=0
+        )
+        assert got.usage is not None
+        return got.choices[0].text, got.choices[0].finish_reason, got.usage.completion_tokens
+
+    sequential = [ask(i) for i in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        concurrent = list(pool.map(ask, range(8)))
+    assert concurrent == sequential
+    ready = http(f"{chat_server.url}/ready").json()
+    print(f"\nlargest batch decoded: {ready['largest_batch']} of {ready['max_batch_size']}")
+    assert ready["batched_decode"] is True and ready["max_batch_size"] == 8
+    assert ready["largest_batch"] > 1
+
+
+def test_prompt_and_max_tokens_past_the_context_are_refused(
+    chat_server: ServerProcess, models: dict[str, Path]
+) -> None:
+    with pytest.raises(openai.BadRequestError) as e:
+        client(chat_server).completions.create(
+            model="qwen-chat", prompt=_prompt_of(models, 230), max_tokens=60, temperature=0
+        )
+    assert e.value.code == "context_length_exceeded" and e.value.param == "max_tokens"
+    assert "reads at most 256 tokens" in e.value.message
 
 
 def test_greedy_completion_equals_engine(chat_server: ServerProcess, models: dict[str, Path]) -> None:
@@ -360,7 +401,7 @@ def test_full_queue_is_429_and_a_client_leaving_frees_its_place(slow_server: Ser
     assert e.value.type == "rate_limit_error" and e.value.response.headers["Retry-After"] == "1"
 
     waiting.close()  # its place frees while the running request still runs
-    wait_for(lambda: queue() == {"waiting": 0, "max": 1, "busy": True})
+    wait_for(lambda: queue() == {"waiting": 0, "max": 1, "running": 1})
     answers: list[object] = []
     thread = threading.Thread(
         target=lambda: answers.append(api.completions.create(model="gpt-plain", prompt="the", max_tokens=2)),
@@ -388,11 +429,26 @@ def test_disconnect_frees_the_worker(slow_server: ServerProcess) -> None:
     assert answer.usage is not None and answer.usage.completion_tokens >= 1
     assert elapsed < 5
     wait_for(
-        lambda: http(f"{slow_server.url}/ready").json()["queue"] == {"waiting": 0, "max": 1, "busy": False}
+        lambda: http(f"{slow_server.url}/ready").json()["queue"] == {"waiting": 0, "max": 1, "running": 0}
     )
 
 
-def test_default_max_tokens_stop_at_the_context(slow_server: ServerProcess) -> None:
-    answer = client(slow_server).completions.create(model="gpt-plain", prompt="the quick", temperature=0)
+def _prompt_of(models: dict[str, Path], tokens: int) -> str:
+    """A prompt of `tokens` tokens for qwen-chat, or a few fewer (words are 1-3 tokens)."""
+    engine = engine_of(models["qwen-chat"])
+    words = ["the", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog"]
+    text = ""
+    while len(engine.encode_prompt(text + words[0])) <= tokens:
+        text += words[0] + " "
+        words = words[1:] + words[:1]
+    assert tokens - 10 <= len(engine.encode_prompt(text)) <= tokens
+    return text
+
+
+def test_default_max_tokens_stop_at_the_context(chat_server: ServerProcess, models: dict[str, Path]) -> None:
+    prompt = _prompt_of(models, 250)
+    answer = client(chat_server).completions.create(model="qwen-chat", prompt=prompt, temperature=0)
     assert answer.usage is not None and answer.choices[0].finish_reason == "length"
-    assert answer.usage.total_tokens == 16  # the scratch GPT's block_size: up to the end of its context
+    assert (
+        answer.usage.total_tokens == 256
+    )  # Qwen fixture's context: up to its end (default 16 would pass it)

@@ -149,16 +149,24 @@ class ScratchAdapter(BaseAdapter):
     ) -> Self:
         """Rebuild the model from config.json and load its weights (and the folder's tokenizer, if any).
 
+        The model is built with its parameters on the meta device (`meta_load.empty_parameters`: no random
+        init, buffers made as usual) and the file's tensors — copy-on-write memory maps — are assigned in
+        their place (`meta_load.assign`), converted only where the layout differs (transposed weights).
+
         Raises FoundryError when config.json breaks the architecture's rules or the weights do not match it
         (missing or unexpected tensors, other shapes).
         """
         from safetensors.torch import load_file
 
+        from model_foundry.adapters import meta_load
+
         path = Path(path)
-        adapter = cls.build(cls.config_from_folder(path, spec), spec)
+        config = cls.config_from_folder(path, spec)
+        with meta_load.empty_parameters():
+            adapter = cls.build(config, spec)
         try:
-            tensors = adapter.import_state_dict(load_file(str(path / WEIGHTS_NAME), device=str(device)))
-            adapter.model.load_state_dict(tensors, strict=True)
+            tensors = adapter.import_state_dict(load_file(str(path / WEIGHTS_NAME)))
+            meta_load.assign(adapter.model, tensors, meta_load.tied_parameters(adapter.model))
         except (RuntimeError, KeyError, ValueError) as e:  # missing/unexpected keys, size mismatch
             raise FoundryError(
                 f"{path / WEIGHTS_NAME} does not match {path / CONFIG_NAME} ({spec.name}): {first_line(e)}",

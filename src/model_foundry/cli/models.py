@@ -47,13 +47,16 @@ def generate(
     as_json: Annotated[
         bool, typer.Option("--json", help="One JSON object per prompt (text, finish_reason, usage).")
     ] = False,
-    top: Annotated[int, typer.Option("--top", help="Masked LMs: predictions shown per mask.", min=1)] = 5,
+    top: Annotated[
+        int | None, typer.Option("--top", help="Masked LMs: predictions shown per mask (default 5).", min=1)
+    ] = None,
     no_verify: NoVerifyOpt = False,
 ) -> None:
     """Continue prompts with a model (a masked LM fills in its mask tokens instead).
 
     Sampling settings left out are the model's own (generation_config.json; greedy when it says
-    do_sample: false). An error if the model's weights or logits are NaN/Infinity.
+    do_sample: false). An error if the model's weights or logits are NaN/Infinity, or if an option given
+    does not apply to the model (--top to a causal LM; sampling, --stop or --stream to a masked LM).
     """
     import json
 
@@ -78,15 +81,33 @@ def generate(
 
     from model_foundry.generation import Engine, Request, fill_mask, is_masked_model, load_model_for_use
 
+    label = _display(path)
     if is_masked_model(path):
+        options = {"--temperature": temperature, "--top-k": top_k, "--top-p": top_p, "--min-p": min_p,
+                   "--repetition-penalty": repetition_penalty, "--stop": stop or None,
+                   "--stream": stream or None}  # fmt: skip
+        if given := [name for name, value in options.items() if value is not None]:
+            listed = ", ".join(given[:-1]) + " and " + given[-1] if len(given) > 1 else given[0]
+            raise FoundryError(
+                f"{listed} {'do' if len(given) > 1 else 'does'} not apply to a masked language model: "
+                f"{label} fills in its mask tokens, it does not generate text.",
+                f"Drop {listed}; --top sets how many predictions are shown per mask.",
+            )
         adapter = load_model_for_use(path, verify=not no_verify)
         for text in prompts:
-            predictions = fill_mask(adapter, text, top)
+            predictions = fill_mask(adapter, text, 5 if top is None else top)
             if as_json:
                 print(json.dumps({"prompt": text, "masks": fill_mask_lines(predictions, as_json=True)}))
             else:
                 print("\n".join(fill_mask_lines(predictions)))
         return
+    if top is not None:
+        raise FoundryError(
+            f"--top is a masked-LM option (the predictions shown per mask): {label} is a causal language "
+            "model, it continues the prompt.",
+            "Drop --top; --max-new-tokens and the sampling options (--temperature, --top-k, --top-p) "
+            "shape a causal LM's text.",
+        )
     engine = Engine.from_folder(path, verify=not no_verify)
     params = engine.resolve(overrides)
     for number, text in enumerate(prompts, 1):
@@ -111,6 +132,14 @@ def generate(
             print(json.dumps(record, ensure_ascii=False))
         else:
             print(text + done.text)
+
+
+def _display(path: Path) -> str:
+    """`path` relative to the working directory when it is below it (models/x), else as given."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def info(model: Annotated[Path, typer.Argument(help="A canonical model folder.")]) -> None:

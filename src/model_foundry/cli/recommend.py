@@ -38,7 +38,8 @@ def recommend(
 ) -> None:
     """Recommend the largest Qwen2.5 size (0.5B-14B) that fits in memory, and show the arithmetic.
 
-    Exits 0 with a "Nothing fits" answer when even 0.5B is too big.
+    Exits 0 with a "Nothing fits" answer when even 0.5B is too big, saying what would make it fit: a shorter
+    --context when only the KV cache or activations overflow, another --for, else the memory it needs.
     """
     from model_foundry import recommend as rec
 

@@ -27,8 +27,11 @@ def serve(
         ),
     ] = None,
     max_queue: Annotated[
-        int, typer.Option(help="Requests that may wait while one is generated; more get 429.", min=1)
+        int, typer.Option(help="Requests that may wait for a place in the batch; more get 429.", min=1)
     ] = 16,
+    max_batch_size: Annotated[
+        int, typer.Option(help="Requests decoded together (continuous batching).", min=1, max=256)
+    ] = 8,
     max_tokens_cap: Annotated[
         int, typer.Option(help="The largest max_tokens a request may ask for.", min=1)
     ] = 2048,
@@ -49,6 +52,7 @@ def serve(
         model_id=Path(path).resolve().name,
         api_key=api_key or None,
         max_queue=max_queue,
+        max_batch_size=max_batch_size,
         max_tokens_cap=max_tokens_cap,
     )
     run_server(path, settings, host, port, verify=not no_verify)

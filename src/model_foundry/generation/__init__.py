@@ -4,6 +4,9 @@
                    greedy at temperature 0)
     generate.py    the loop: prefill the prompt, decode token by token, stop tokens, max_new_tokens
     engine.py      Engine: requests → streamed text, completions, batches (what generate, chat, serve use)
+    answer.py      Request, Delta, Completion; one answer's text (stop tokens and strings, finish reason)
+    scheduler.py   continuous batching: requests join and leave a running batch between decode steps
+    llama_decoder.py  the fused, batched decode loop of the Llama-shaped Hub families (a KV cache per row)
     detokenize.py  ids → text incrementally (leading spaces, whole UTF-8 characters)
     defaults.py    generation_config.json → default sampling settings and stop ids
     chat.py        prompt text / chat messages → ids, and a model's stop tokens

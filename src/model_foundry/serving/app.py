@@ -58,7 +58,8 @@ class ServeSettings:
 
     model_id: str  # the name clients send as `model`
     api_key: str | None = None
-    max_queue: int = 16  # requests waiting for the worker (the one being generated not counted)
+    max_queue: int = 16  # requests waiting for a place in the batch (those being generated not counted)
+    max_batch_size: int = MAX_BATCH_SIZE  # requests decoded together (continuous batching)
     max_tokens_cap: int = 2048  # the largest max_tokens a request may ask for
 
 
@@ -72,7 +73,7 @@ class Server:
     def __init__(self, settings: ServeSettings, loader: ModelLoader) -> None:
         self.settings = settings
         self.loader = loader
-        self.worker = Worker(settings.max_queue)
+        self.worker = Worker(settings.max_queue, settings.max_batch_size)
         self.created = int(time.time())
         self.jobs: set[Job] = set()  # submitted and not yet answered
         self.closing = False
@@ -104,8 +105,12 @@ class Server:
         if loader.phase == "failed" or loader.engine is None:
             hint = f" Hint: {loader.hint}" if loader.hint else ""
             raise APIError(500, f"The model failed to load: {loader.error}{hint}", type="server_error")
+        self.start_worker(loader.engine)
+
+    def start_worker(self, engine: Engine) -> None:
+        """Start the worker over the loaded engine (once: the first request, or /ready, starts it)."""
         if not self._worker_started:
-            self.worker.start(loader.engine)
+            self.worker.start(engine)
             self._worker_started = True
 
     def authorize(self, request: Request) -> None:
@@ -173,11 +178,15 @@ def create_app(server: Server) -> Starlette:
             return JSONResponse(status, status_code=500)
         engine = server.loader.engine
         worker = server.worker
+        if engine is not None:
+            server.start_worker(engine)
         status.update(
             model=server.settings.model_id,
             max_context=engine.max_context if engine is not None else None,
-            max_batch_size=MAX_BATCH_SIZE,
-            queue={"waiting": worker.waiting, "max": server.settings.max_queue, "busy": worker.busy},
+            max_batch_size=worker.max_batch_size,
+            batched_decode=worker.batched_decode,
+            largest_batch=worker.largest_batch,
+            queue={"waiting": worker.waiting, "max": server.settings.max_queue, "running": worker.running},
         )
         return JSONResponse(status)
 
@@ -233,7 +242,7 @@ def _model_card(server: Server) -> dict[str, Any]:
         "owned_by": "model-foundry",
         "ready": server.loader.phase == "ready",
         "max_context": engine.max_context if engine is not None else None,
-        "max_batch_size": MAX_BATCH_SIZE,
+        "max_batch_size": server.worker.max_batch_size,
     }
 
 
@@ -274,6 +283,15 @@ def _preparer(
         max_new = sampling.max_tokens
         if not sampling.max_tokens_given and context is not None:  # as OpenAI: up to the end of the context
             max_new = max(1, min(max_new, context - len(ids)))
+        elif context is not None and len(ids) + max_new > context:  # OpenAI's answer too: refused, not cut
+            raise APIError(
+                400,
+                f"{server.settings.model_id} reads at most {context} tokens; this request asks for "
+                f"{len(ids) + max_new} ({len(ids)} in the {param}, {max_new} in the completion). Ask for "
+                "fewer tokens (max_tokens) or send a shorter prompt.",
+                param="max_tokens",
+                code="context_length_exceeded",
+            )
         overrides = {"temperature": sampling.temperature, "top_k": sampling.top_k, "top_p": sampling.top_p}
         params = engine.resolve(overrides)  # a setting left out takes the model's (generation_config.json)
         return EngineRequest(ids, max_new, params, sampling.stop, sampling.seed)

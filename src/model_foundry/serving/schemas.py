@@ -2,16 +2,18 @@
 
 Reference: https://platform.openai.com/docs/api-reference (completions, chat, models). Unknown request
 fields are ignored (clients send many: `user`, `logprobs`, `presence_penalty`, ...); a field we accept but
-cannot honour (n > 1) is a 400, never a silent change.
+cannot honour (n > 1) is a 400, never a silent change. Numbers are taken as JSON numbers, not coerced:
+an integer field refuses `true`, `"5"` and `2.5` (a whole `2.0` is 2), a float field refuses `true` and
+`"0.7"` (an integer is fine: `"temperature": 1`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Strict, ValidationError
 
 
 class APIError(Exception):
@@ -46,6 +48,16 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+def _whole_float_as_int(value: Any) -> Any:
+    """A JSON number with no fractional part (2.0) as the int it is; anything else is left to the check."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# pydantic's lax mode would take true as 1 and "5" as 5: these take JSON numbers only
+Integer = Annotated[int, Strict(), BeforeValidator(_whole_float_as_int)]
+Number = Annotated[float, Strict()]  # an int is a valid float, a bool is not
+
+
 class StreamOptions(_Body):
     include_usage: bool | None = None
 
@@ -54,13 +66,13 @@ class _SamplingBody(_Body):
     """The fields completions and chat share (None: the default)."""
 
     model: str
-    max_tokens: int | None = None
-    temperature: float | None = None  # None: the model's own (generation_config.json; else 1, OpenAI's)
-    top_p: float | None = None  # None: the model's own (else 1)
-    top_k: int | None = None  # not OpenAI's; vLLM and llama.cpp accept it too
-    n: int | None = None
+    max_tokens: Integer | None = None
+    temperature: Number | None = None  # None: the model's own (generation_config.json; else 1, OpenAI's)
+    top_p: Number | None = None  # None: the model's own (else 1)
+    top_k: Integer | None = None  # not OpenAI's; vLLM and llama.cpp accept it too
+    n: Integer | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: Integer | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None
 
@@ -85,7 +97,7 @@ class ChatBody(_SamplingBody):
     """POST /v1/chat/completions: messages, and `max_completion_tokens` (the newer name of max_tokens)."""
 
     messages: list[ChatMessage]
-    max_completion_tokens: int | None = None
+    max_completion_tokens: Integer | None = None
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,8 @@ class HFFamily:
                     (RoBERTa numbers positions from padding_idx + 1 = 2).
     lora_targets:   default LoRA target modules (peft `target_modules`).
     lora_fan_in_fan_out: the targets are Conv1D, stored (in, out) (GPT-2 layouts): peft needs fan_in_fan_out.
+    decoder:        the batched decode loop of generation (`generation/scheduler.py` DECODERS: "llama" for
+                    the Llama-shaped layouts); None: the adapter's prefill/decode, row by row.
     """
 
     model_type: str
@@ -89,6 +91,7 @@ class HFFamily:
     context_offset: int = 0
     lora_targets: tuple[str, ...] = ()
     lora_fan_in_fan_out: bool = False
+    decoder: str | None = None
 
     @property
     def adapter(self) -> str:
@@ -113,6 +116,7 @@ FAMILIES: tuple[HFFamily, ...] = (
         chat_template=CHATML,
         chat_template_source=CHATML_SOURCE,
         lora_targets=LLAMA_LORA_TARGETS,
+        decoder="llama",
     ),
     HFFamily(
         model_type="qwen3",
@@ -125,6 +129,7 @@ FAMILIES: tuple[HFFamily, ...] = (
         chat_template=CHATML_QWEN3,
         chat_template_source=CHATML_QWEN3_SOURCE,
         lora_targets=LLAMA_LORA_TARGETS,
+        decoder="llama",
     ),
     HFFamily(
         model_type="llama",
@@ -137,6 +142,7 @@ FAMILIES: tuple[HFFamily, ...] = (
         # generation_config.json), and Llama 2's eos.
         stop_tokens=("<|eot_id|>", "<|eom_id|>", "<|end_of_text|>", "</s>"),
         lora_targets=LLAMA_LORA_TARGETS,
+        decoder="llama",
     ),
     HFFamily(
         model_type="mistral",
@@ -147,6 +153,7 @@ FAMILIES: tuple[HFFamily, ...] = (
         source="https://huggingface.co/mistralai/Mistral-7B-v0.1/blob/main/config.json",
         stop_tokens=("</s>",),
         lora_targets=LLAMA_LORA_TARGETS,
+        decoder="llama",
     ),
     HFFamily(
         model_type="gpt2",
