@@ -2,7 +2,8 @@
 Face `generate` at batch 8; time to first token and latency percentiles; start times of serve and chat.
 
 The ~100M-parameter Qwen2-shaped model of `qwen_shaped.py` (fp32) is written once as a model folder
-(`--folder`, default /tmp/foundry-bench/qwen-100m). Then:
+(`--folder`, default /tmp/foundry-bench/qwen-100m; `--dtype bfloat16` serves bf16 weights, with a folder of
+its own). Then:
 
   start      `foundry serve FOLDER --max-batch-size 8`: seconds from launch to the first `GET /health` 200
              (target < 1 s) and to `GET /ready` 200 (the model loaded); `foundry chat FOLDER` in a
@@ -115,9 +116,9 @@ def ask(api: object, model: str, prompt: str, new_tokens: int) -> dict[str, obje
     return {"text": text, "tokens": tokens, "ttft": (first or done) - sent, "latency": done - sent}
 
 
-def hf_batch(prompts: list[list[int]], new_tokens: int) -> float:
+def hf_batch(prompts: list[list[int]], new_tokens: int, dtype: str) -> float:
     """Tokens/s of transformers' `generate` on the prompts as one batch (greedy, no eos)."""
-    model = build_model()
+    model = build_model().to(getattr(torch, dtype))
     ids = torch.tensor(prompts)
     with torch.no_grad():
         model.generate(ids[:, :4], max_new_tokens=2, do_sample=False, pad_token_id=0)  # warm-up
@@ -139,13 +140,15 @@ def main(argv: list[str] | None = None) -> None:
     import openai
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--folder", type=Path, default=Path("/tmp/foundry-bench/qwen-100m"))
+    ap.add_argument("--folder", type=Path, default=None, help="default: /tmp/foundry-bench/qwen-100m[-bf16]")
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="the served weights")
     args = ap.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
     print(machine_line(), flush=True)
-    folder = save_folder(args.folder)
+    suffix = "" if args.dtype == "float32" else "-bf16"
+    folder = save_folder(args.folder or Path(f"/tmp/foundry-bench/qwen-100m{suffix}"), dtype=args.dtype)
     from model_foundry.model_folder import load_tokenizer
 
     tokenizer = load_tokenizer(folder)
@@ -186,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
         proc.wait(30)
     per_set = CLIENTS * args.new_tokens
     rate = {mode: per_set / statistics.median(w) for mode, w in walls.items()}
-    hf = hf_batch([prompt_ids(16, seed=100 + i) for i in range(CLIENTS)], args.new_tokens)
+    hf = hf_batch([prompt_ids(16, seed=100 + i) for i in range(CLIENTS)], args.new_tokens, args.dtype)
     print(f"\nlargest batch the server decoded: {ready['largest_batch']} (batched decode: "
           f"{ready['batched_decode']}); concurrent answers equal sequential: "
           f"{answers['concurrent'] == answers['sequential']}")  # fmt: skip

@@ -89,14 +89,17 @@ def as_adapter(model: Any) -> Any:
     return spec.adapter_cls()(model, model.config, spec, build_tokenizer())
 
 
-def save_folder(folder: Path, seed: int = 0) -> Path:
-    """Write the model as a canonical model folder (through the adapter's save path) unless it is there."""
+def save_folder(folder: Path, seed: int = 0, dtype: str = "float32") -> Path:
+    """Write the model as a canonical model folder (through the adapter's save path) unless it is there, with
+    its weights in `dtype` ("float32" or "bfloat16"; metadata.json `load.dtype` says to load them so)."""
     from model_foundry.model_folder import model_metadata
 
     if not (folder / "metadata.json").is_file():
-        adapter = as_adapter(build_model(seed))
+        adapter = as_adapter(build_model(seed).to(getattr(torch, dtype)))
         adapter.tokenizer = build_bpe_tokenizer()
-        adapter.save_checkpoint(folder, model_metadata(folder.name, "hf-qwen2", "scratch"))
+        metadata = model_metadata(folder.name, "hf-qwen2", "scratch")
+        metadata["load"] = {"dtype": dtype}
+        adapter.save_checkpoint(folder, metadata)
     return folder
 
 

@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 import torch
 
-from localhub.repos import FAMILY_FIXTURES
 from model_foundry.adapters import ARCHITECTURES
 from model_foundry.adapters.base import BaseAdapter
 from model_foundry.adapters.spec import ArchitectureSpec
@@ -70,25 +69,6 @@ def scratch_collator(objective: str) -> Any:
     if objective == "causal_lm":
         return CausalCollator()
     return MaskedCollator(MASK_ID, VOCAB, SPECIAL, probability=0.3)
-
-
-@pytest.fixture(scope="module")
-def imported(hub_repos: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
-    """Registry name of a Hub family → its fixture repo imported (once per module) through the local Hub."""
-    from model_foundry.hub import QuietReporter, import_model
-
-    models = tmp_path_factory.mktemp("contract-models")
-    done: dict[str, Path] = {}
-
-    def get(name: str) -> Path:
-        if name not in done:
-            result = import_model(
-                FAMILY_FIXTURES[name], models, accept_license=True, reporter=QuietReporter()
-            )
-            done[name] = result.path
-        return done[name]
-
-    return get
 
 
 @pytest.fixture(params=sorted(ARCHITECTURES))

@@ -20,7 +20,6 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from localhub.repos import FAMILY_FIXTURES
 from model_foundry.adapters import ARCHITECTURES, meta_load
 from model_foundry.adapters.base import BaseAdapter
 from model_foundry.adapters.hf.adapter import load_fast, load_pretrained
@@ -44,25 +43,6 @@ VARIANTS = {
 }
 CASES = [(name, "float32") for name in SCRATCH] + [(name, d) for name in HUB for d in DTYPES]
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
-
-@pytest.fixture(scope="module")
-def imported(hub_repos: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
-    """Registry name of a Hub family → its fixture repo imported (once per module) through the local Hub."""
-    from model_foundry.hub import QuietReporter, import_model
-
-    models = tmp_path_factory.mktemp("meta-load-models")
-    done: dict[str, Path] = {}
-
-    def get(name: str) -> Path:
-        if name not in done:
-            result = import_model(
-                FAMILY_FIXTURES[name], models, accept_license=True, reporter=QuietReporter()
-            )
-            done[name] = result.path
-        return done[name]
-
-    return get
 
 
 def scratch_folder(name: str, where: Path, extra: dict[str, Any] | None = None, seed: int = 0) -> Path:

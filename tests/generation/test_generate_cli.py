@@ -159,3 +159,18 @@ def test_options_that_do_not_apply_to_the_model_are_refused(project: Path) -> No
     assert "hint: Drop --temperature, --stop and --stream" in err
     rc, out, err = foundry(["bert-tiny", "--prompt", "hello [MASK]", "--top-k", "0"], project)
     assert rc == 2 and "error: --top-k does not apply" in err
+
+
+def test_past_the_context_is_said_not_silent(project: Path) -> None:
+    """A prompt whose new tokens pass the model's context still generates (the model reads a sliding window),
+    and stderr says so; within the context nothing is said."""
+    context = Engine.from_folder(project / "models/gpt-tiny").max_context
+    assert context is not None
+    code, out, err = foundry(["gpt-tiny", "--prompt", "Hello", "--temperature", "0", "--max-new-tokens",
+                              str(context + 4)], project)  # fmt: skip
+    assert code == 0 and out.startswith("Hello")
+    assert f"pass the model's context of {context}: past it, the model reads only the last {context}" in err
+    code, out, err = foundry(["gpt-tiny", "--prompt", "Hello", *GREEDY_FLAGS], project)
+    assert code == 0 and "context" not in err
+    code, out, err = foundry(["gpt-tiny", "--prompt", "Hello " * context, *GREEDY_FLAGS], project)
+    assert code == 0 and "the model reads only its last" in err

@@ -445,6 +445,22 @@ def _prompt_of(models: dict[str, Path], tokens: int) -> str:
     return text
 
 
+def test_truncate_prompts_cuts_from_the_left_and_says_so(models: dict[str, Path]) -> None:
+    """`--truncate-prompts`: a prompt that leaves no room for max_tokens keeps its last tokens (context -
+    max_tokens) instead of a 400, and stderr gives the counts."""
+    prompt = _prompt_of(models, 250)
+    n = len(engine_of(models["qwen-chat"]).encode_prompt(prompt))
+    server = start_server([str(models["qwen-chat"]), "--truncate-prompts", "--max-tokens-cap", "64"])
+    try:
+        api = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0, timeout=60)
+        got = api.completions.create(model="qwen-chat", prompt=prompt, max_tokens=20, temperature=0)
+        assert got.usage is not None and got.usage.prompt_tokens == 256 - 20
+        assert got.usage.completion_tokens == 20
+    finally:
+        err = server.stop()
+    assert f"lost its first {n - 236} of {n} tokens" in err and "--truncate-prompts" in err
+
+
 def test_default_max_tokens_stop_at_the_context(chat_server: ServerProcess, models: dict[str, Path]) -> None:
     prompt = _prompt_of(models, 250)
     answer = client(chat_server).completions.create(model="qwen-chat", prompt=prompt, temperature=0)

@@ -114,6 +114,7 @@ def generate(
         if len(prompts) > 1 and not as_json:  # several answers in plain text: say where each begins
             print(f"{'' if number == 1 else chr(10)}=== prompt {number}/{len(prompts)} ===")
         ids = engine.encode_prompt(text)
+        _note_context(engine.max_context, len(ids), max_new_tokens, number if len(prompts) > 1 else None)
         request = Request(ids, max_new_tokens, params, tuple(stop or ()), seed)
         if stream and not as_json:
             print(text, end="", flush=True)
@@ -166,3 +167,19 @@ def info(model: Annotated[Path, typer.Argument(help="A canonical model folder.")
 def register(app: typer.Typer) -> None:
     app.command("generate")(generate)
     app.command("info")(info)
+
+
+def _note_context(context: int | None, prompt_tokens: int, max_new_tokens: int, number: int | None) -> None:
+    """Say on stderr when a prompt and its new tokens pass the model's context: the model then reads only the
+    last `context` tokens (a sliding window, `BaseAdapter.prefill`/`decode`), so nothing is dropped unsaid."""
+    if context is None or prompt_tokens + max_new_tokens <= context:
+        return
+    which = f"prompt {number}" if number is not None else "the prompt"
+    if prompt_tokens > context:
+        what = f"{which} is {prompt_tokens} tokens: the model reads only its last {context}"
+    else:
+        what = (
+            f"{which} ({prompt_tokens} tokens) + up to {max_new_tokens} new tokens pass the model's context "
+            f"of {context}: past it, the model reads only the last {context} tokens"
+        )
+    typer.echo(f"note: {what} (a sliding window; --max-new-tokens sets the length).", err=True)

@@ -35,6 +35,13 @@ def serve(
     max_tokens_cap: Annotated[
         int, typer.Option(help="The largest max_tokens a request may ask for.", min=1)
     ] = 2048,
+    truncate_prompts: Annotated[
+        bool,
+        typer.Option(
+            help="Cut a prompt that leaves no room for max_tokens in the context from the left (a warning on "
+            "stderr) instead of answering 400."
+        ),
+    ] = False,
     no_verify: NoVerifyOpt = False,
 ) -> None:
     """Serve a model over OpenAI's API (/v1/completions, /v1/chat/completions, /v1/models) until Ctrl-C.
@@ -53,6 +60,7 @@ def serve(
         api_key=api_key or None,
         max_queue=max_queue,
         max_batch_size=max_batch_size,
+        truncate_prompts=truncate_prompts,
         max_tokens_cap=max_tokens_cap,
     )
     run_server(path, settings, host, port, verify=not no_verify)

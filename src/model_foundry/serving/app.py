@@ -60,6 +60,7 @@ class ServeSettings:
     api_key: str | None = None
     max_queue: int = 16  # requests waiting for a place in the batch (those being generated not counted)
     max_batch_size: int = MAX_BATCH_SIZE  # requests decoded together (continuous batching)
+    truncate_prompts: bool = False  # cut too-long prompts from the left (with a warning) instead of 400
     max_tokens_cap: int = 2048  # the largest max_tokens a request may ask for
 
 
@@ -272,6 +273,8 @@ def _preparer(
                 400, f"The {param} has no tokens: the model needs at least one to start from.", param
             )
         context = engine.max_context
+        if context is not None and server.settings.truncate_prompts:
+            ids = _truncated(ids, context, sampling.max_tokens, param, server)
         if context is not None and len(ids) > context:
             raise APIError(
                 400,
@@ -297,6 +300,21 @@ def _preparer(
         return EngineRequest(ids, max_new, params, sampling.stop, sampling.seed)
 
     return prepare
+
+
+def _truncated(ids: list[int], context: int, max_new: int, param: str, server: Server) -> list[int]:
+    """`--truncate-prompts`: the last tokens of a prompt that would not leave room for `max_new` new tokens
+    in the context (at least one prompt token kept), with a warning on stderr giving the counts."""
+    keep = max(1, context - max_new)
+    if len(ids) <= keep:
+        return ids
+    print(
+        f"warning: the {param} of a request lost its first {len(ids) - keep} of {len(ids)} tokens to fit "
+        f"{server.settings.model_id}'s context of {context} with {max_new} new tokens (--truncate-prompts).",
+        file=sys.stderr,
+        flush=True,
+    )
+    return ids[-keep:]
 
 
 async def _next_event(job: Job, request: Request) -> tuple[str, Any]:
