@@ -8,11 +8,12 @@ its own). Then:
   start      `foundry serve FOLDER --max-batch-size 8`: seconds from launch to the first `GET /health` 200
              (target < 1 s) and to `GET /ready` 200 (the model loaded); `foundry chat FOLDER` in a
              pseudo-terminal: seconds from spawn to its prompt (target < 0.5 s).
-  sequential 8 streamed greedy completions (prompts of 16 tokens, `--new-tokens` each), one after another,
+  sequential 8 streamed greedy completions (prompts of 16-20 tokens: 16 random BPE tokens decoded and
+             re-encoded; `--new-tokens` each), one after another,
              through the official `openai` client.
   concurrent the same 8 requests from 8 threads at once: the server batches them (continuous batching).
-  hf batch 8 (after the server stopped) `model.generate` on the 8 prompts as one batch (same lengths: no
-             padding), greedy, `min_new_tokens` = `--new-tokens`.
+  hf batch 8 (after the server stopped) `model.generate` on 8 prompts of 16 token ids as one batch (the
+             same lengths: no padding), greedy, `min_new_tokens` = `--new-tokens`.
 
 Aggregate tokens/s = generated tokens ÷ wall time of the whole set. TTFT = send → first text chunk;
 latency = send → last chunk; p50/p99 over the requests of all rounds. Greedy answers of the concurrent

@@ -174,3 +174,16 @@ def test_past_the_context_is_said_not_silent(project: Path) -> None:
     assert code == 0 and "context" not in err
     code, out, err = foundry(["gpt-tiny", "--prompt", "Hello " * context, *GREEDY_FLAGS], project)
     assert code == 0 and "the model reads only its last" in err
+
+
+def test_text_that_is_not_utf8_and_an_empty_stop_are_refused(project: Path) -> None:
+    """A byte that is not UTF-8 on the command line (Python reads it as a lone surrogate) is an error naming
+    the prompt, not a tokenizer traceback; `--stop ''` would end every answer at once."""
+    not_utf8 = b"ab\xffcd".decode("utf-8", "surrogateescape")  # as Python reads such a byte from argv
+    proc = run_cmd(
+        [FOUNDRY, "generate", "gpt-tiny", "--prompt", not_utf8, *GREEDY_FLAGS], project, check=False
+    )
+    assert proc.returncode == 2 and "error: The prompt is not valid UTF-8 text" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    code, _, err = foundry(["gpt-tiny", "--prompt", "Hi", "--stop", "", *GREEDY_FLAGS], project)
+    assert code == 2 and "--stop '' is an empty string" in err

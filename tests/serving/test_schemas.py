@@ -82,6 +82,9 @@ def test_sampling_defaults_and_unknown_fields() -> None:
         ({"n": 3}, "n"),
         ({"seed": -1}, "seed"),
         ({"top_k": -1}, "top_k"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"stop": [""]}, "stop"),
+        ({"stop": ""}, "stop"),
     ],
 )
 def test_bad_settings_are_400(fields: dict[str, object], param: str) -> None:
@@ -99,6 +102,12 @@ def test_chat_messages() -> None:
     assert error_of(lambda: chat_messages(body)).param == "messages.0.content"
     empty = parse_body(ChatBody, {"model": "m", "messages": []})
     assert error_of(lambda: chat_messages(empty)).param == "messages"
+    roles = [{"role": r, "content": r} for r in ("developer", "system", "user", "assistant")]
+    body = parse_body(ChatBody, {"model": "m", "messages": roles})
+    assert [m["role"] for m in chat_messages(body)] == ["system", "system", "user", "assistant"]
+    for role in ("wizard", "tool", "function"):
+        body = parse_body(ChatBody, {"model": "m", "messages": [{"role": role, "content": "x"}]})
+        assert error_of(lambda b=body: chat_messages(b)).param == "messages.0.role"
     newer = parse_body(ChatBody, {"model": "m", "messages": [], "max_completion_tokens": 0})
     assert error_of(lambda: check_sampling(newer, 64, 64)).param == "max_completion_tokens"
 
@@ -118,6 +127,9 @@ def test_chat_messages() -> None:
         ({"temperature": True}, "temperature"),
         ({"temperature": "0.7"}, "temperature"),
         ({"top_p": False}, "top_p"),
+        ({"stream": "yes"}, "stream"),
+        ({"stream": 1}, "stream"),
+        ({"stream": True, "stream_options": {"include_usage": "true"}}, "stream_options.include_usage"),
     ],
 )
 def test_numbers_are_not_coerced_from_booleans_strings_or_fractions(

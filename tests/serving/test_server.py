@@ -10,12 +10,13 @@ hooks) for readiness, overload and disconnects.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import openai
 import pytest
@@ -123,6 +124,46 @@ def test_port_in_use_exits_2(models: dict[str, Path]) -> None:
     assert proc.returncode == 2
     assert f"error: Port {port} on 127.0.0.1 is already in use." in proc.stderr
     assert "hint:" in proc.stderr
+
+
+def test_an_empty_api_key_is_refused_and_an_open_host_warns(models: dict[str, Path]) -> None:
+    import subprocess
+
+    proc = subprocess.run(
+        [FOUNDRY, "serve", str(models["gpt-plain"]), "--api-key", ""],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and "error: The API key is empty" in proc.stderr and "hint:" in proc.stderr
+    with socket.socket() as taken:  # the warning comes before the port check: exit 2 without serving
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [FOUNDRY, "serve", str(models["gpt-plain"]), "--host", "0.0.0.0", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={k: v for k, v in os.environ.items() if k != "FOUNDRY_API_KEY"},
+        )
+    assert proc.returncode == 2
+    assert "warning: listening on 0.0.0.0 without an API key" in proc.stderr
+
+
+def test_unseeded_samples_vary_and_bad_utf8_is_400(chat_server: ServerProcess) -> None:
+    """Without a seed each sampled request draws afresh (as OpenAI's API); a prompt holding an unpaired
+    surrogate (a JSON "\\ud800" escape) is a 400 naming the prompt, not a 500."""
+    api = client(chat_server)
+    sample: dict[str, Any] = {"model": "qwen-chat", "prompt": "the", "max_tokens": 12, "temperature": 1.0}
+    texts = {api.completions.create(**sample).choices[0].text for _ in range(3)}
+    assert len(texts) > 1
+    seeded = {api.completions.create(**sample, seed=3).choices[0].text for _ in range(2)}
+    assert len(seeded) == 1
+    raw = b'{"model": "qwen-chat", "prompt": "a\\ud800b", "max_tokens": 2}'
+    answer = http(f"{chat_server.url}/v1/completions", raw, {"Authorization": f"Bearer {API_KEY}"})
+    assert answer.status == 400 and answer.json()["error"]["param"] == "prompt"
+    assert "not valid UTF-8" in answer.json()["error"]["message"]
 
 
 def test_model_names_resolve_in_the_project(models: dict[str, Path], tmp_path: Path) -> None:

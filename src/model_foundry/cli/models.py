@@ -74,6 +74,8 @@ def generate(
             "--stream and --json do not go together: --json prints one whole record per prompt.",
             "Drop one of them.",
         )
+    if stop and any(not s for s in stop):
+        raise FoundryError("--stop '' is an empty string: it would end every answer at once.", "Drop it.")
     overrides = sampling_overrides(temperature, top_k, top_p, min_p, repetition_penalty)
     resolve(SamplingParams(), overrides)  # bad settings fail before loading
     path = resolve_model(name, model)

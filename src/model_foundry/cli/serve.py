@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from model_foundry.cli.options import NoVerifyOpt
+from model_foundry.errors import FoundryError
 
 
 def serve(
@@ -54,6 +55,18 @@ def serve(
     from model_foundry.serving.app import ServeSettings, run_server
     from model_foundry.serving.loader import resolve_model
 
+    if api_key is not None and not api_key.strip():
+        raise FoundryError(
+            "The API key is empty (--api-key or FOUNDRY_API_KEY): the server would be open to anyone.",
+            'Give a key (e.g. `export FOUNDRY_API_KEY=$(python -c "import secrets; '
+            'print(secrets.token_urlsafe())")`), or unset FOUNDRY_API_KEY to serve without one.',
+        )
+    if api_key is None and host not in LOOPBACK:
+        typer.echo(
+            f"warning: listening on {host} without an API key: anyone who can reach this machine can use "
+            "the model (set FOUNDRY_API_KEY).",
+            err=True,
+        )
     path = resolve_model(model, project_root())
     settings = ServeSettings(
         model_id=Path(path).resolve().name,
@@ -64,6 +77,9 @@ def serve(
         max_tokens_cap=max_tokens_cap,
     )
     run_server(path, settings, host, port, verify=not no_verify)
+
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}  # hosts only this machine can reach
 
 
 def register(app: typer.Typer) -> None:

@@ -28,6 +28,22 @@ def require_tokenizer(adapter: BaseAdapter, what: str = "text") -> PreTrainedTok
     return adapter.tokenizer
 
 
+def require_text(text: str, what: str) -> None:
+    """FoundryError unless `text` is Unicode text that UTF-8 can hold: an unpaired surrogate (U+D800-U+DFFF)
+    is what Python makes of bytes that are not UTF-8 on a command line, and what a JSON `"\\ud800"` escape
+    decodes to; no tokenizer can encode it."""
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise FoundryError(
+            f"{what} is not valid UTF-8 text: character {e.start + 1} is an unpaired surrogate "
+            f"(U+{ord(text[e.start]):04X}), e.g. a byte that is not UTF-8 or a lone \\ud800-style escape.",
+            "Send UTF-8 text (check the terminal's, the file's or the client's encoding).",
+        ) from None
+
+
 def prompt_ids(adapter: BaseAdapter, text: str) -> list[int]:
     """Token ids of a plain-text prompt; an empty prompt starts from the bos token (or else the eos).
 
@@ -36,6 +52,7 @@ def prompt_ids(adapter: BaseAdapter, text: str) -> list[int]:
     """
     from model_foundry.data.encoding import encode_text
 
+    require_text(text, "The prompt")
     tok = require_tokenizer(adapter)
     ids = encode_text(tok, text) if text else []
     if not ids:
@@ -98,5 +115,8 @@ def chat_ids(
     """
     from model_foundry.data.encoding import encode_chat  # contents are data, the markup is not
 
+    for i, message in enumerate(messages):
+        if isinstance(message.get("content"), str):
+            require_text(message["content"], f"Message {i + 1} ({message.get('role')})")
     template = chat_template(adapter)
     return encode_chat(require_tokenizer(adapter, "a chat"), messages, template, add_generation_prompt)

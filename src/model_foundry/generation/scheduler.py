@@ -173,7 +173,7 @@ class Scheduler:
         if not self.fits(request):
             raise FoundryError(
                 f"{len(request.prompt_ids)} prompt tokens + {request.max_new_tokens} new tokens do not fit "
-                f"the model's context ({self.engine.max_context} tokens).",
+                f"the model's context ({self.engine.max_context} tokens) or its sliding attention window.",
                 "Ask for fewer new tokens, or shorten the prompt.",
             )
         total = len(request.prompt_ids) + request.max_new_tokens

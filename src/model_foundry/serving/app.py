@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import secrets
 import socket
 import sys
 import time
@@ -278,7 +279,8 @@ def _preparer(
         if context is not None and len(ids) > context:
             raise APIError(
                 400,
-                f"The {param} is {len(ids)} tokens long; {server.settings.model_id} reads at most "
+                f"The {param} {'are' if param == 'messages' else 'is'} {len(ids)} tokens long; "
+                f"{server.settings.model_id} reads at most "
                 f"{context} tokens.",
                 param=param,
                 code="context_length_exceeded",
@@ -297,7 +299,8 @@ def _preparer(
             )
         overrides = {"temperature": sampling.temperature, "top_k": sampling.top_k, "top_p": sampling.top_p}
         params = engine.resolve(overrides)  # a setting left out takes the model's (generation_config.json)
-        return EngineRequest(ids, max_new, params, sampling.stop, sampling.seed)
+        seed = sampling.seed if sampling.seed is not None else secrets.randbits(63)  # OpenAI: varies by call
+        return EngineRequest(ids, max_new, params, sampling.stop, seed)
 
     return prepare
 

@@ -58,8 +58,13 @@ Integer = Annotated[int, Strict(), BeforeValidator(_whole_float_as_int)]
 Number = Annotated[float, Strict()]  # an int is a valid float, a bool is not
 
 
+Flag = Annotated[bool, Strict()]  # true or false, not "yes" or 1
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}  # OpenAI's
+MAX_STOPS = 4  # OpenAI's limit on `stop` strings
+
+
 class StreamOptions(_Body):
-    include_usage: bool | None = None
+    include_usage: Flag | None = None
 
 
 class _SamplingBody(_Body):
@@ -73,7 +78,7 @@ class _SamplingBody(_Body):
     n: Integer | None = None
     stop: str | list[str] | None = None
     seed: Integer | None = None
-    stream: bool | None = None
+    stream: Flag | None = None
     stream_options: StreamOptions | None = None
 
 
@@ -164,13 +169,17 @@ def check_sampling(body: _SamplingBody, default_max: int, cap: int) -> Sampling:
     if body.seed is not None and not 0 <= body.seed < 2**63:
         raise APIError(400, f"seed = {body.seed} must be in [0, 2**63).", "seed")
     stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+    if len(stops) > MAX_STOPS:
+        raise APIError(400, f"stop holds {len(stops)} strings: at most {MAX_STOPS}, as OpenAI's API.", "stop")
+    if any(not s for s in stops):
+        raise APIError(400, "stop holds an empty string, which would end every answer at once.", "stop")
     return Sampling(
         max_tokens=tokens,
         max_tokens_given=max_tokens is not None,
         temperature=temperature,
         top_p=body.top_p,
         top_k=body.top_k,
-        stop=tuple(s for s in stops if s),
+        stop=tuple(stops),
         seed=body.seed,
         stream=bool(body.stream),
         include_usage=bool(body.stream and body.stream_options and body.stream_options.include_usage),
@@ -196,12 +205,19 @@ def chat_messages(body: ChatBody) -> list[dict[str, str]]:
         raise APIError(400, "messages is empty: give at least one message.", "messages")
     messages = []
     for i, message in enumerate(body.messages):
+        if message.role not in ROLES:
+            raise APIError(
+                400,
+                f"messages.{i}.role = {message.role!r}: this server takes {', '.join(ROLES)} "
+                "(developer is read as system; no tool or function messages).",
+                f"messages.{i}.role",
+            )
         content = message.content
         if isinstance(content, list):
             if any(part.type != "text" or part.text is None for part in content):
                 raise APIError(400, "Only text content parts are supported.", f"messages.{i}.content")
             content = "".join(part.text or "" for part in content)
-        messages.append({"role": message.role, "content": content or ""})
+        messages.append({"role": ROLES[message.role], "content": content or ""})
     return messages
 
 
