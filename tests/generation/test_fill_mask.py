@@ -70,3 +70,5 @@ def test_masked_lms_are_refused_for_generation_and_need_a_mask(scratch_bert: Pat
         fill_mask(adapter, "no mask here", 3)
     with pytest.raises(FoundryError, match="top_k = 0"):
         fill_mask(adapter, "a [MASK]", 0)
+    with pytest.raises(FoundryError, match="The text is not valid UTF-8 text: character 3"):
+        fill_mask(adapter, "a \udcff [MASK]", 3)  # a byte that is not UTF-8, as Python reads it from argv

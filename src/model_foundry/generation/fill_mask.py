@@ -55,16 +55,18 @@ def fill_mask(adapter: BaseAdapter, text: str, top_k: int = 5) -> list[list[tupl
     """For each mask in `text` (see the module docstring), in order: the top_k likeliest tokens as
     (token text, probability in [0, 1]), likeliest first.
 
-    Raises FoundryError: top_k < 1, no mask token or none in the text, a text longer than the model's
-    context, non-finite logits.
+    Raises FoundryError: top_k < 1, text that is not valid UTF-8, no mask token or none in the text, a text
+    longer than the model's context, non-finite logits.
     """
     import torch
 
+    from model_foundry.generation.chat import require_text
     from model_foundry.generation.generate import inference
     from model_foundry.generation.sampling import require_finite
 
     if top_k < 1:
         raise FoundryError(f"top_k = {top_k} must be 1 or more.")
+    require_text(text, "The text")
     ids, mask_id = mask_ids(adapter, text)
     limit = adapter.max_context
     if limit is not None and len(ids) > limit:
