@@ -8,6 +8,7 @@ BERT (a masked LM).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -154,12 +155,19 @@ def test_chat_refuses_models_that_cannot_chat(project: Path, name: str, expected
     assert child.exitstatus == 2
 
 
-@pytest.mark.parametrize(("script", "unanswered"), [("", None), ("hi\n/save never.json\nthere\n", 2)])
+@pytest.mark.parametrize(
+    ("script", "unanswered"),
+    [
+        ("", None),
+        ("hi\n/save never.json\nthere\n", "2 messages not answered and /save not run"),
+        ("hi\n/save never.json\n", "1 message not answered and /save not run"),
+    ],
+)
 def test_end_of_input_before_a_failed_load_reports_it(
-    project: Path, script: str, unanswered: int | None
+    project: Path, script: str, unanswered: str | None
 ) -> None:
     """The input ends before the model has failed to load: the failure is still reported (exit 2), with
-    the number of messages it left unanswered."""
+    the number of messages it left unanswered, the queued /save it did not run, and why."""
     result = subprocess.run(
         [FOUNDRY, "chat", "models/gpt-plain"], input=script, cwd=project, capture_output=True, text=True,
         timeout=120,
@@ -168,10 +176,11 @@ def test_end_of_input_before_a_failed_load_reports_it(
     lines = result.stderr.splitlines()
     assert lines[-2].startswith("error: models/gpt-plain: gpt has no chat template")
     assert lines[-1].startswith("  hint: ")
+    assert "`foundry generate gpt-plain --prompt TEXT`" in lines[-1] and "--model" not in result.stderr
     if unanswered is None:
         assert "not answered" not in result.stderr
     else:
-        assert lines[-3] == f"({unanswered} messages not answered: the model did not load)"
+        assert lines[-3] == f"({unanswered}: the model cannot chat)"
     assert not (project / "never.json").exists()
 
 
@@ -180,7 +189,7 @@ def test_ctrl_d_before_a_failed_load_reports_it(project: Path) -> None:
     child.expect_exact(PROMPT)
     child.sendline("hello")  # queued; then Ctrl-D, most likely before the model has failed (either way)
     child.sendeof()
-    child.expect_exact("(1 message not answered: the model did not load)")
+    child.expect_exact("(1 message not answered: the model cannot chat)")
     child.expect_exact("error: models/gpt-plain: gpt has no chat template")
     child.expect_exact("hint:")
     child.expect(pexpect.EOF)
@@ -214,6 +223,80 @@ def test_piped_messages_are_answered_in_order(project: Path) -> None:
     assert [(m["role"], m["content"]) for m in first[:2]] == [("system", "Be brief."), ("user", "hi")]
     assert len(first) == 3 and [m["content"] for m in second[:2]] == ["Be brief.", "bye"]
     assert len(second) == 3
+
+
+def test_save_refuses_folders_and_missing_folders(project: Path, tmp_path: Path) -> None:
+    """/save never creates folders, and a folder is not a file name; each refusal is an error line and the
+    chat goes on (the next /save writes)."""
+    (tmp_path / "a-file").write_text("x")
+    missing = tmp_path / "nonexistent" / "dir"
+    script = (
+        f"hi\n/save {missing}/x.json\n/save {tmp_path}\n/save {tmp_path}/a-file/x.json\n"
+        f"/save {tmp_path}/ok.json\n"
+    )
+    result = subprocess.run(
+        [FOUNDRY, "chat", "qwen-chat", "--max-new-tokens", "4"], input=script, cwd=project,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    err = result.stderr
+    assert f"error: /save {missing}/x.json: the folder {missing} does not exist." in err
+    assert "hint: Save into an existing folder: /save does not create folders." in err
+    assert not (tmp_path / "nonexistent").exists()
+    assert f"error: /save needs a file path: {tmp_path} is a folder." in err
+    assert f"hint: E.g. /save {tmp_path}/chat.json" in err
+    assert f"the folder {tmp_path}/a-file is not a folder." in err
+    assert ".foundry-tmp" not in err and "option" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "ok.json"]
+    saved = json.loads((tmp_path / "ok.json").read_text(encoding="utf-8"))["messages"]
+    assert [m["role"] for m in saved] == ["user", "assistant"]
+
+
+def test_failed_messages_end_piped_input_with_exit_2(project: Path) -> None:
+    """A message that fails (bytes that are not UTF-8) is an error, the chat goes on with the next; at the
+    end of piped input the failures are counted and the exit is 2. Both with a UTF-8 locale
+    (surrogateescape) and with strict decoding of standard input (the line still reaches the engine)."""
+    script = b"ab\xffcd\nhello\nx\xfey\n/save after-failures.json\n"
+    for env in ({}, {"PYTHONIOENCODING": "utf-8:strict"}):
+        result = subprocess.run(
+            [FOUNDRY, "chat", "qwen-chat", "--max-new-tokens", "4"], input=script, cwd=project,
+            capture_output=True, timeout=120, env={**os.environ, **env},
+        )  # fmt: skip
+        err = result.stderr.decode("utf-8", "replace")
+        assert result.returncode == 2, err
+        assert "Traceback" not in err
+        assert err.count("\nerror: ") >= 2  # one error per failing message, before the summary
+        lines = err.splitlines()
+        assert lines[-2] == "error: 2 of 3 messages failed (the errors above say why)."
+        assert lines[-1].startswith("  hint: ")
+        saved = json.loads((project / "after-failures.json").read_text(encoding="utf-8"))["messages"]
+        assert [(m["role"], m["content"]) for m in saved][:1] == [("user", "hello")]
+        assert len(saved) == 2  # the failed messages are not turns
+
+
+def test_a_failed_message_at_a_terminal_does_not_end_the_chat(project: Path) -> None:
+    child = pexpect.spawn(
+        FOUNDRY,
+        ["chat", "qwen-chat", "--max-new-tokens", "4"],
+        cwd=str(project),
+        encoding="utf-8",
+        codec_errors="replace",
+        timeout=60,
+        dimensions=(40, 200),
+    )  # fmt: skip  (the terminal echoes the byte that is not UTF-8)
+    child.expect_exact("ready")
+    child.expect_exact(PROMPT)
+    os.write(child.child_fd, b"ab\xffcd\r")  # not UTF-8: this message fails
+    child.expect_exact("error: ")
+    child.expect_exact(PROMPT)
+    child.sendline("hello")
+    child.expect_exact("hello\r\n")
+    child.expect_exact(PROMPT)
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0  # interactive: a failed message is not the session's failure
+    assert "messages failed" not in (child.before or "")
 
 
 class Recorder:

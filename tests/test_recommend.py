@@ -127,11 +127,36 @@ def test_json_schema() -> None:
     assert [s["size"] for s in data["sizes"]] == list(CARDS)
     for s in data["sizes"]:
         assert set(s) == {
-            "size", "repo_id", "source_url", "parameters", "needed_bytes", "needed_gib", "fits", "parts",
-            "arithmetic",
+            "size", "repo_id", "source_url", "parameters", "max_context", "needed_bytes", "needed_gib",
+            "fits", "parts", "arithmetic",
         }  # fmt: skip
+        assert s["max_context"] == 32_768
         assert set(s["parts"]) == {"weights", "adapter", "activations", "overhead"} == set(s["arithmetic"])
         assert s["source_url"] == f"https://huggingface.co/Qwen/Qwen2.5-{s['size']}"
+
+
+# Qwen2.5 reads 32,768 tokens: pre-trained at that length; the 7B/14B cards' 131,072 need YaRN rope scaling,
+# which transformers does not enable by default
+MAX_CONTEXT = 32_768
+
+
+@pytest.mark.parametrize("context", ["32769", "1000000"])
+def test_context_longer_than_qwen_reads_is_refused(context: str) -> None:
+    result = foundry("recommend", "--ram", "64", "--context", context)
+    assert result.returncode == 2, result.stdout
+    assert result.stdout == "" and "Traceback" not in result.stderr
+    error, hint = result.stderr.splitlines()
+    assert error.startswith(f"error: --context {int(context):,} is longer than any Qwen2.5 size reads")
+    assert "at most 32,768 tokens" in error and "YaRN" in error
+    assert hint == "  hint: Use --context 32768 or less."
+
+
+def test_longest_context_qwen_reads_is_answered() -> None:
+    for m in QWEN25:
+        assert m.max_context == MAX_CONTEXT and "model card" in m.context_source
+    data = recommend_json("--ram", "64", "--context", str(MAX_CONTEXT))
+    assert data["context"] == MAX_CONTEXT and data["recommended"] == "14B"
+    assert [s["needed_bytes"] for s in data["sizes"]] == [needed(s, "inference", MAX_CONTEXT) for s in CARDS]
 
 
 def test_text_report_shows_arithmetic_and_what_to_paste() -> None:

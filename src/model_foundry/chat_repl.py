@@ -9,8 +9,12 @@ terminal as the engine produces it. A message typed while the model loads waits 
 once it is ready. This module imports nothing heavy: torch comes in with the worker, after the prompt.
 
 The end of the input (Ctrl-D, or the end of piped messages) waits for the model and the queued messages: a
-load that fails is then reported (error + hint, exit 2) with the number of messages left unanswered, the
-same as a failure that interrupts the prompt.
+load that fails is then reported (error + hint, exit 2) with the number of messages left unanswered (and of
+the queued /save and /reset commands not run) and why, the same as a failure that interrupts the prompt.
+
+A message whose answer fails (an error from the engine) is reported and the chat goes on. When the input is
+not a terminal (piped messages), the session still ends in an error (exit 2) once the input is done if any
+message failed, so a script sees it; at a terminal, /exit and Ctrl-D leave with exit 0.
 
 The conversation (`Conversation`) holds the answered turns: user, assistant, user, ... after an optional
 system message. An answer stopped with Ctrl-C is kept as far as it went (what the user saw).
@@ -204,6 +208,8 @@ class ChatSession:
         self.go = threading.Event()  # the prompt is on screen: loading may take the CPU
         self.engine: Engine | None = None
         self.loaded_in = 0.0
+        self.asked = 0  # messages submitted
+        self.failures = 0  # messages whose answer failed (reason "error")
         self._main = threading.get_ident()
         self._repl = False  # run() is reading the terminal in the main thread
         self._worker = threading.Thread(target=self._work, name="chat-model", daemon=True)
@@ -254,7 +260,7 @@ class ChatSession:
         except FoundryError as e:
             raise FoundryError(
                 f"{self.label}: {e.message}",
-                f"{e.hint} (`foundry generate --model {self.label} --prompt TEXT` continues plain text)",
+                f"{e.hint} (`foundry generate {self.generate_name()} --prompt TEXT` continues plain text)",
             ) from None
         self.engine = engine
         self.loaded_in = time.perf_counter() - started
@@ -263,6 +269,18 @@ class ChatSession:
             f"ready: {self.label} ({adapter.spec.name}, {params / 1e6:.2f}M parameters, "
             f"loaded in {self.loaded_in:.1f} s)"
         )
+
+    def generate_name(self) -> str:
+        """How `foundry generate` names this model: `<name>` for models/<name>, else the folder."""
+        return self.path.name if self.label == f"models/{self.path.name}" else self.label
+
+    def failure_reason(self) -> str:
+        """Why the model cannot answer, for the "not answered" note (the error itself follows it)."""
+        if self.step == "checking the chat template":
+            return "the model cannot chat"
+        if self.step == "reading the weights":
+            return "the model failed to load"
+        return f"{self.step} failed"
 
     def _prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
         """The conversation's ids; the oldest turns are left out (never the system message or the new user
@@ -324,6 +342,7 @@ class ChatSession:
                 ]
         except Exception as e:  # e.g. non-finite logits (FoundryError): this answer fails, the REPL goes on
             job.reason = "error"
+            self.failures += 1
             with console.lock:
                 console.streaming = False
             if isinstance(e, FoundryError):
@@ -349,6 +368,7 @@ class ChatSession:
     def submit(self, text: str, attached: bool = True) -> Job:
         """Queue a message; answered at once when the model is ready, else once it is."""
         job = Job(text, attached and self.ready.is_set())
+        self.asked += 1
         self._queue(job)
         if not self.ready.is_set():
             self.console.note(f"(queued: the model is loading — {self.step})")
@@ -362,6 +382,10 @@ class ChatSession:
     def unanswered(self) -> int:
         """How many messages were queued but not answered (dropped when loading failed)."""
         return sum(1 for j in self.pending if not j.command and j.reason in (None, "dropped"))
+
+    def not_run(self) -> list[str]:
+        """The names of the queued commands (/save, /reset) not run (dropped when loading failed)."""
+        return [j.text.split()[0] for j in self.pending if j.command and j.reason in (None, "dropped")]
 
     def cancel(self) -> bool:
         """Stop the answer being written (it keeps what was written); True when there was one."""
@@ -377,12 +401,23 @@ class ChatSession:
 
     def save(self, file: str) -> tuple[Path, int]:
         """Write the conversation (answered turns) to `file` as JSON, atomically; (path, messages written).
-        Raises FoundryError for a missing name or a folder that cannot be written."""
+        Raises FoundryError for a missing name, a folder given as the file, a folder that does not exist (it
+        is not created) or one that cannot be written."""
         from model_foundry.io import write_json
 
         if not file:
             raise FoundryError("/save needs a file name.", "E.g. /save chat.json")
         path = Path(file).expanduser()
+        if path.is_dir():
+            raise FoundryError(
+                f"/save needs a file path: {file} is a folder.", f"E.g. /save {path / 'chat.json'}"
+            )
+        if not path.parent.is_dir():
+            what = "is not a folder" if path.parent.exists() else "does not exist"
+            raise FoundryError(
+                f"/save {file}: the folder {path.parent} {what}.",
+                "Save into an existing folder: /save does not create folders.",
+            )
         with self.history_lock:
             data = self.conversation.to_json(self.label, self.settings)
         write_json(path, data)
@@ -391,13 +426,29 @@ class ChatSession:
     # ------------------------------------------------------------------------------------------ the REPL
 
     def run(self, read: Callable[[str], str] = input) -> None:
-        """The REPL: until /exit or end of input. Raises the loading error (FoundryError: exit 2)."""
-        if read is input and sys.stdin.isatty():
-            import readline  # noqa: F401  (line editing and history for input())
-        elif read is input:
-            self.console.prompt = ""  # piped messages: no prompts between the answers
+        """The REPL: until /exit or end of input. Raises the loading error (FoundryError: exit 2), and, when
+        the input is piped, a FoundryError at the end when any message failed."""
+        piped = False
+        if read is input:
+            if hasattr(sys.stdin, "reconfigure"):  # a line that is not UTF-8 fails as a message, not the REPL
+                sys.stdin.reconfigure(errors="surrogateescape")
+            if sys.stdin.isatty():
+                import readline  # noqa: F401  (line editing and history for input())
+            else:
+                piped = True
+                self.console.prompt = ""  # piped messages: no prompts between the answers
         self._main, self._repl = threading.get_ident(), True
         self.start()
+        self._loop(read)
+        if piped and self.failures:
+            n, plural = self.failures, "s" if self.asked > 1 else ""
+            raise FoundryError(
+                f"{n} of {self.asked} message{plural} failed (the errors above say why).",
+                "The chat went on with the others; fix or drop the failing messages and run it again.",
+            )
+
+    def _loop(self, read: Callable[[str], str]) -> None:
+        """Read and handle lines until /exit or the end of the input (see `run`)."""
         while True:
             try:
                 if self._step(read):
@@ -428,8 +479,12 @@ class ChatSession:
         self.console.out.flush()
         self._worker.join(timeout=5.0)  # it has dropped the queued messages
         self._drop_all()  # any queued after it did
-        if n := self.unanswered():
-            self.console.note(f"({n} message{'s' if n > 1 else ''} not answered: the model did not load)")
+        n, commands = self.unanswered(), self.not_run()
+        parts = [f"{n} message{'s' if n > 1 else ''} not answered"] if n else []
+        if commands:
+            parts.append(f"{', '.join(commands)} not run")
+        if parts:
+            self.console.note(f"({' and '.join(parts)}: {self.failure_reason()})")
         assert self.error is not None
         raise self.error
 
@@ -447,6 +502,8 @@ class ChatSession:
         if self.failed.is_set():
             if text and not text.startswith("/"):  # typed before the failure was shown: count it
                 self.pending.append(Job(line, attached=False, reason="dropped"))
+            elif text.split()[0:1] in (["/save"], ["/reset"]):
+                self.pending.append(Job(text, attached=False, command=True, reason="dropped"))
             raise KeyboardInterrupt  # reported by run()
         if not text:
             return False
@@ -484,6 +541,8 @@ class ChatSession:
                 self.console.note(f"(saved {n} messages to {path})")
             except FoundryError as e:
                 self.console.note(f"error: {e.message}" + (f"\n  hint: {e.hint}" if e.hint else ""))
+            except Exception as e:  # not the end of the chat (nor of the worker running it)
+                self.console.note(f"error: /save failed: {type(e).__name__}: {e}")
         elif name == "/help":
             self.console.note(HELP, err=False)
 

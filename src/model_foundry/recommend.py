@@ -62,6 +62,8 @@ class QwenSize:
     layers, heads, kv_heads: the card's "Number of Layers" and "Number of Attention Heads (GQA)".
     hidden, intermediate, vocab, tied: config.json's hidden_size, intermediate_size, vocab_size,
     tie_word_embeddings. license: the card's licence (3B is under the Qwen Research licence).
+    max_context: the longest context (tokens) the model reads as transformers loads it, and context_source:
+    where that figure comes from. `recommend` refuses a longer --context.
     """
 
     size: str
@@ -74,6 +76,8 @@ class QwenSize:
     vocab: int
     tied: bool
     license: str
+    max_context: int
+    context_source: str
 
     @property
     def repo_id(self) -> str:
@@ -92,13 +96,20 @@ class QwenSize:
 # Each row: https://huggingface.co/Qwen/Qwen2.5-<size> (model card: parameters, layers, heads for Q and KV,
 # "tied word embeddings" in its architecture line, licence) and .../blob/main/config.json (hidden_size,
 # intermediate_size, vocab_size, tie_word_embeddings). Card figures checked against the card text
-# (a mirror of the Hugging Face READMEs) while writing this table.
+# (a mirror of the Hugging Face READMEs) while writing this table. max_context: Qwen2.5 is pre-trained at
+# 32,768 tokens; the 7B and 14B cards describe 131,072 tokens with YaRN rope scaling, which transformers
+# does not enable by default (config.json has no `rope_scaling`), so 32,768 is what `foundry` can use.
+_CARD_32K = "model card: 'Context Length: Full 32,768 tokens'"
+_CARD_128K = (
+    "model card: 131,072 tokens with YaRN rope scaling, not enabled by default (no rope_scaling in "
+    "config.json); pre-trained at 32,768 tokens (Qwen2.5 technical report, https://arxiv.org/abs/2412.15115)"
+)
 QWEN25: tuple[QwenSize, ...] = (
-    QwenSize("0.5B", 0.49e9, 24, 14, 2, 896, 4864, 151936, True, "apache-2.0"),
-    QwenSize("1.5B", 1.54e9, 28, 12, 2, 1536, 8960, 151936, True, "apache-2.0"),
-    QwenSize("3B", 3.09e9, 36, 16, 2, 2048, 11008, 151936, True, "qwen-research"),
-    QwenSize("7B", 7.61e9, 28, 28, 4, 3584, 18944, 152064, False, "apache-2.0"),
-    QwenSize("14B", 14.7e9, 48, 40, 8, 5120, 13824, 152064, False, "apache-2.0"),
+    QwenSize("0.5B", 0.49e9, 24, 14, 2, 896, 4864, 151936, True, "apache-2.0", 32768, _CARD_32K),
+    QwenSize("1.5B", 1.54e9, 28, 12, 2, 1536, 8960, 151936, True, "apache-2.0", 32768, _CARD_32K),
+    QwenSize("3B", 3.09e9, 36, 16, 2, 2048, 11008, 151936, True, "qwen-research", 32768, _CARD_32K),
+    QwenSize("7B", 7.61e9, 28, 28, 4, 3584, 18944, 152064, False, "apache-2.0", 32768, _CARD_128K),
+    QwenSize("14B", 14.7e9, 48, 40, 8, 5120, 13824, 152064, False, "apache-2.0", 32768, _CARD_128K),
 )
 
 
@@ -284,6 +295,7 @@ class Recommendation:
                     "repo_id": e.model.repo_id,
                     "source_url": e.model.url,
                     "parameters": round(e.model.parameters),
+                    "max_context": e.model.max_context,
                     "needed_bytes": e.total,
                     "needed_gib": round(e.total / GIB, 2),
                     "fits": e.total <= self.memory.available,
@@ -298,11 +310,23 @@ class Recommendation:
 def recommend(
     memory: Memory | int, purpose: Purpose, dtype: str = "bf16", context: int = DEFAULT_CONTEXT
 ) -> Recommendation:
-    """The largest Qwen2.5 size whose `estimate` for `purpose` is at most the available memory (bytes)."""
+    """The largest Qwen2.5 size whose `estimate` for `purpose` is at most the available memory (bytes) and
+    that reads `context` tokens (its `max_context`).
+
+    Raises FoundryError when `context` is longer than every size reads (the table's largest max_context).
+    """
     if isinstance(memory, int):
         memory = Memory(memory, "given", "cpu")
+    longest = max(QWEN25, key=lambda m: m.max_context)
+    if context > longest.max_context:
+        raise FoundryError(
+            f"--context {context:,} is longer than any Qwen2.5 size reads: at most {longest.max_context:,} "
+            "tokens (the model cards; the 7B and 14B cards' 131,072 tokens need YaRN rope scaling, which "
+            "transformers does not enable by default).",
+            f"Use --context {longest.max_context} or less.",
+        )
     estimates = tuple(estimate(m, purpose, dtype, context) for m in QWEN25)
-    fitting = [e.model for e in estimates if e.total <= memory.available]
+    fitting = [e.model for e in estimates if e.total <= memory.available and context <= e.model.max_context]
     return Recommendation(memory, purpose, dtype, context, estimates, fitting[-1] if fitting else None)
 
 

@@ -34,7 +34,8 @@ def chat(
     """Chat with a model: the prompt comes at once, the model loads meanwhile; /help lists the commands.
 
     Exits 2 with an error and a hint when the model cannot chat (no chat template, a masked LM, a damaged
-    folder).
+    folder), and, when the messages are piped in (not a terminal), when any message failed: the chat goes
+    on after a failed message, then the end of the input reports how many failed.
     """
     from model_foundry.chat_repl import ChatSession, ChatSettings, resolve_model
 

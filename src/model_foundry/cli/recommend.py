@@ -32,7 +32,10 @@ def recommend(
     purpose: Annotated[For, typer.Option("--for", help="What the model is for.")] = For.inference,
     dtype: Annotated[Dtype, typer.Option(help="Inference weights and KV cache dtype.")] = Dtype.bf16,
     context: Annotated[
-        int, typer.Option(help="Tokens of context (KV cache; training sequence length).", min=1)
+        int,
+        typer.Option(
+            help="Tokens of context (KV cache; training sequence length), at most 32768 (Qwen2.5).", min=1
+        ),
     ] = 4096,
     as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")] = False,
 ) -> None:
@@ -40,6 +43,7 @@ def recommend(
 
     Exits 0 with a "Nothing fits" answer when even 0.5B is too big, saying what would make it fit: a shorter
     --context when only the KV cache or activations overflow, another --for, else the memory it needs.
+    Exits 2 (error + hint) for a --context longer than Qwen2.5 reads (32,768 tokens).
     """
     from model_foundry import recommend as rec
 
