@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -149,3 +150,25 @@ def hub_repos(local_hub, tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
     built = build_all(tmp_path_factory.mktemp("localhub-repos"))
     publish_all(local_hub, built)
     return built
+
+
+@pytest.fixture(scope="module")
+def imported_family(
+    hub_repos: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[str], Path]:
+    """Registry name of a Hub family → its fixture repo imported (once per module) through the local Hub."""
+    from localhub.repos import FAMILY_FIXTURES
+    from model_foundry.hub import QuietReporter, import_model
+
+    models = tmp_path_factory.mktemp("imported-models")
+    done: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in done:
+            result = import_model(
+                FAMILY_FIXTURES[name], models, accept_license=True, reporter=QuietReporter()
+            )
+            done[name] = result.path
+        return done[name]
+
+    return get

@@ -76,7 +76,7 @@ def case(request: pytest.FixtureRequest) -> Case:
     spec = ARCHITECTURES[request.param]
     if not spec.pretrained:
         return Case(spec, lambda seed: tiny_adapter(spec, seed), scratch_collator(spec.objectives[0]))
-    path = request.getfixturevalue("imported")(spec.name)
+    path = request.getfixturevalue("imported_family")(spec.name)
 
     def fresh(seed: int) -> BaseAdapter:
         adapter = load_adapter(path)

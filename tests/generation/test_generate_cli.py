@@ -4,6 +4,7 @@ errors of an unknown name."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -62,6 +63,7 @@ def test_by_name_by_path_and_by_option_print_the_same(project: Path) -> None:
     for rc, out, err in outputs:
         assert rc == 0, err
         assert out == expected + "\n"
+        assert "note:" not in err  # within the context: nothing to say
 
 
 def test_json_lines_for_a_prompts_file_with_stop_strings(project: Path, tmp_path: Path) -> None:
@@ -161,19 +163,22 @@ def test_options_that_do_not_apply_to_the_model_are_refused(project: Path) -> No
     assert rc == 2 and "error: --top-k does not apply" in err
 
 
-def test_past_the_context_is_said_not_silent(project: Path) -> None:
-    """A prompt whose new tokens pass the model's context still generates (the model reads a sliding window),
-    and stderr says so; within the context nothing is said."""
+def test_past_the_context_is_said_not_silent(project: Path, tmp_path: Path) -> None:
+    """Prompts whose new tokens pass the model's context still generate (the model reads a sliding window),
+    and stderr says so for each (within the context nothing is said: test_by_name_…)."""
     context = Engine.from_folder(project / "models/gpt-tiny").max_context
     assert context is not None
-    code, out, err = foundry(["gpt-tiny", "--prompt", "Hello", "--temperature", "0", "--max-new-tokens",
-                              str(context + 4)], project)  # fmt: skip
-    assert code == 0 and out.startswith("Hello")
-    assert f"pass the model's context of {context}: past it, the model reads only the last {context}" in err
-    code, out, err = foundry(["gpt-tiny", "--prompt", "Hello", *GREEDY_FLAGS], project)
-    assert code == 0 and "context" not in err
-    code, out, err = foundry(["gpt-tiny", "--prompt", "Hello " * context, *GREEDY_FLAGS], project)
-    assert code == 0 and "the model reads only its last" in err
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Hello\n" + "Hello " * context + "\n", encoding="utf-8")
+    code, out, err = foundry(["gpt-tiny", "--prompts-file", str(prompts), "--temperature", "0",
+                              "--max-new-tokens", str(context + 4)], project)  # fmt: skip
+    assert code == 0 and "=== prompt 2/2 ===" in out
+    assert re.search(
+        rf"note: prompt 1 \(\d+ tokens\) \+ up to {context + 4} new tokens pass the model's context of "
+        rf"{context}: past it, the model reads only the last {context}",
+        err,
+    )
+    assert "note: prompt 2 is" in err and f"the model reads only its last {context}" in err
 
 
 def test_text_that_is_not_utf8_and_an_empty_stop_are_refused(project: Path) -> None:
