@@ -181,7 +181,8 @@ def _note_context(context: int | None, prompt_tokens: int, max_new_tokens: int, 
         what = f"{which} is {prompt_tokens} tokens: the model reads only its last {context}"
     else:
         what = (
-            f"{which} ({prompt_tokens} tokens) + up to {max_new_tokens} new tokens pass the model's context "
+            f"{which} ({prompt_tokens} token{'s' if prompt_tokens != 1 else ''}) + up to {max_new_tokens} "
+            f"new tokens pass the model's context "
             f"of {context}: past it, the model reads only the last {context} tokens"
         )
     typer.echo(f"note: {what} (a sliding window; --max-new-tokens sets the length).", err=True)
