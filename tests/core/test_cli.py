@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -23,6 +24,20 @@ def test_help_lists_stage_commands():
     out = run_cmd([FOUNDRY, "--help"], REPO).stdout
     for command in ("import", "convert", "tokenize", "train", "evaluate", "validate", "generate"):
         assert command in out
+
+
+def test_version_short_help_and_completion():
+    """The conventions of Typer/click CLIs: --version/-V, -h as --help (also on commands), a completion
+    script for the shell."""
+    from importlib.metadata import version
+
+    expected = f"foundry (model-foundry) {version('model-foundry')}\n"
+    for flag in ("--version", "-V"):
+        assert run_cmd([FOUNDRY, flag], REPO).stdout == expected
+    assert run_cmd([FOUNDRY, "-h"], REPO).stdout == run_cmd([FOUNDRY, "--help"], REPO).stdout
+    assert run_cmd([FOUNDRY, "generate", "-h"], REPO).stdout.startswith("Usage: foundry generate")
+    script = run_cmd([FOUNDRY, "--show-completion", "bash"], REPO, env={**os.environ, "SHELL": "/bin/bash"})
+    assert "_foundry_completion" in script.stdout and "complete " in script.stdout
 
 
 def test_help_and_validate_import_nothing_heavy():

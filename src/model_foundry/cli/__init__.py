@@ -9,7 +9,7 @@ import importlib
 import os
 import sys
 from types import ModuleType
-from typing import Any, TextIO
+from typing import Annotated, Any, TextIO
 
 import typer
 
@@ -20,10 +20,31 @@ app = typer.Typer(
     name="foundry",
     help="Model Foundry: import, train, evaluate and compare language models, reproducibly (DVC + MLflow).",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"foundry (model-foundry) {version('model-foundry')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", "-V", callback=_print_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Model Foundry: import, train, evaluate and compare language models, reproducibly (DVC + MLflow)."""
+
+
 pipeline.register(app)
 models.register(app)
 hub.register(app)
