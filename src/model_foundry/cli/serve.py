@@ -8,6 +8,7 @@ import typer
 
 from model_foundry.cli.options import NoVerifyOpt
 from model_foundry.errors import FoundryError
+from model_foundry.serving.worker import MAX_BATCH_SIZE
 
 
 def serve(
@@ -32,7 +33,7 @@ def serve(
     ] = 16,
     max_batch_size: Annotated[
         int, typer.Option(help="Requests decoded together (continuous batching).", min=1, max=256)
-    ] = 8,
+    ] = MAX_BATCH_SIZE,
     max_tokens_cap: Annotated[
         int, typer.Option(help="The largest max_tokens a request may ask for.", min=1)
     ] = 2048,

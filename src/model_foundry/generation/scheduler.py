@@ -126,7 +126,10 @@ class _Row:
         self.answer = answer
         self.logits = logits  # (V,)
         self.generator = torch.Generator(logits.device).manual_seed(answer.request.seed or 0)
-        self.seen = torch.tensor([list(answer.request.prompt_ids)], device=logits.device)  # (1, S)
+        # (1, S) prompt + answer ids, kept only where a repetition penalty reads them
+        penalised = answer.params.penalised
+        ids = list(answer.request.prompt_ids) if penalised else []
+        self.seen = torch.tensor([ids], dtype=torch.long, device=logits.device)
         self.token = -1  # the token sampled last
 
 
@@ -137,15 +140,12 @@ class Scheduler:
     """
 
     def __init__(self, engine: Engine, max_batch_size: int, batched: bool = True) -> None:
-        from model_foundry.generation.generate import decodable_ids
-
         self.engine = engine
         self.max_batch_size = max_batch_size
         fused = batched_decoder(engine.adapter, max_batch_size) if batched else None
         self.fused = fused is not None
         self.decoder: BatchDecoder = fused or SerialDecoder(engine.adapter, max_batch_size)
         self.rows: list[_Row] = []  # in the decoder's row order
-        self.vocab = decodable_ids(engine.adapter, 1 << 62)  # tokens the tokenizer can decode
 
     @property
     def running(self) -> int:
@@ -221,7 +221,10 @@ class Scheduler:
     def _sample(self) -> list[int]:
         """The next token of each row, in row order: one argmax for an all-greedy batch, else row by row
         with each row's settings and generator."""
-        logits = torch.stack([row.logits for row in self.rows])[:, : self.vocab]  # (B, V)
+        from model_foundry.generation.generate import decodable_ids
+
+        logits = torch.stack([row.logits for row in self.rows])  # (B, V)
+        logits = logits[:, : decodable_ids(self.engine.adapter, logits.size(-1))]  # no padding rows
         require_finite(logits)
         params = [row.answer.params for row in self.rows]
         if all(p.greedy and not p.penalised for p in params):
