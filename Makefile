@@ -14,23 +14,32 @@ export PYTHONUNBUFFERED := 1
 
 .PHONY: run test coverage lint typecheck format bench clean
 
+# Installation takes minutes: each step is announced before it starts (pip itself runs with -q).
+PIP := $(BIN)/pip install --disable-pip-version-check
+
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+	@echo "==> [1/3] creating the virtual environment $(VENV)/ ($(PYTHON) -m venv)"
+	@$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q --disable-pip-version-check "$(TORCH)"
-	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev,serve]"
-	touch $@
+	@echo "==> [2/3] installing $(TORCH) (CPU; a large download the first time)"
+	@$(PIP) -q "$(TORCH)"
+	@echo "==> [3/3] installing the project and its dependencies (takes a few minutes)"
+	@$(PIP) -q -e ".[dev,serve]"
+	@touch $@
+	@echo "==> installed: $(VENV)/ (activate with: source $(BIN)/activate)"
 
 run: $(VENV)/.installed
+	@echo "==> running the pipeline: dvc repro (inputs → import → convert → tokenize → train → evaluate)"
 	$(BIN)/dvc repro
 	@echo ""
 	@echo "Metrics (metrics.json):"
-	@cat metrics.json
+	@$(BIN)/python -m model_foundry.evaluation.table metrics.json
 	@echo ""
 	@echo "Trained model:   models/$$($(BIN)/python -c 'import yaml;print(yaml.safe_load(open("params.yaml"))["model_name"])')-trained/"
-	@echo "Loss curve:      $(BIN)/dvc plots show   (plots/train_loss.csv)"
-	@echo "Compare runs:    $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
+	@echo "Loss curves:     $(BIN)/dvc plots show   (writes dvc_plots/index.html; works offline)"
+	@echo "Compare runs:    $(BIN)/dvc exp show --only-changed --drop 'Created|data/|models|val_loss'"
+	@echo "MLflow UI:       MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --workers 1"
 
 test: $(VENV)/.installed lint typecheck
 	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist worksteal $(PYTEST_ARGS)
@@ -40,16 +49,16 @@ coverage: $(VENV)/.installed
 	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist worksteal --cov=model_foundry --cov-report=term:skip-covered $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
+	$(BIN)/ruff format --check src tests benchmarks tools
 
 # mypy on src/ (settings and timings in pyproject.toml [tool.mypy]; its cache is .mypy_cache/).
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy src
 
 format: $(VENV)/.installed
-	$(BIN)/ruff format src tests benchmarks
-	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks tools
+	$(BIN)/ruff check --fix src tests benchmarks tools
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_trainer.py

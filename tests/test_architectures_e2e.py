@@ -99,3 +99,13 @@ def test_exp_show_compares_the_runs(shared_repo):
     assert set(shared_repo["ran"]) <= names
     table = run_cmd(["dvc", "exp", "show", "--md", "--only-changed"], repo).stdout
     assert "model_name" in table
+    # Each run's effective settings (the catalog entry's overrides applied), beside the top-level params.
+    bert = next(
+        e["revs"][0]["data"]
+        for row in rows
+        for e in (row.get("experiments") or [])
+        if e["name"] == "e2e-bert-wordpiece-mlm"
+    )
+    used = bert["metrics"]["plots/effective_params.json"]["data"]
+    assert (used["objective"], used["tokenizer"]) == ("masked_lm", "wordpiece")
+    assert bert["params"]["params.yaml"]["data"]["train"]["objective"] == "causal_lm"

@@ -126,10 +126,34 @@ class TrainConfig:
     output_name: str | None = rule(
         None, doc="`foundry train` without --out: the output folder name (default <parent>-<method>)"
     )
+    nproc: int | Literal["auto"] = rule(
+        1,
+        ge=1,
+        doc="training processes on this machine (torchrun); auto: one per CUDA GPU (1 without); "
+        "batch_size stays the global batch",
+    )
+    strategy: Literal["ddp", "fsdp"] = rule(
+        "ddp", doc="nproc > 1: ddp replicates the model; fsdp shards weights, gradients and optimizer state"
+    )
 
     def validate(self) -> None:
         if self.output_name is not None:
             check_name(self.output_name, "train.output_name")
+        if isinstance(self.nproc, int) and self.nproc > 1:
+            if self.device == "mps":
+                raise FoundryError(
+                    f"train.nproc = {self.nproc} with train.device = 'mps': torch.distributed has no MPS "
+                    "backend.",
+                    "Set train.nproc: 1 on Apple MPS, or train.device: cpu to run the processes on the CPU.",
+                )
+            if self.batch_size % self.nproc:
+                lower = self.batch_size - self.batch_size % self.nproc
+                options = ", ".join(str(n) for n in (lower, lower + self.nproc) if n > 0)
+                raise FoundryError(
+                    f"train.batch_size = {self.batch_size} (the global batch) does not divide among "
+                    f"train.nproc = {self.nproc} processes.",
+                    f"Use a multiple of {self.nproc} (e.g. {options}), or another train.nproc.",
+                )
 
     @property
     def example_tokens(self) -> int:

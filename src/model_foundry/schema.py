@@ -1,8 +1,8 @@
 """Typed dataclasses from plain dicts (params.yaml, config.json), with errors that name field, value and rule.
 
-Rules live in field metadata: `ge`, `gt`, `le`, `lt` bounds and `choices`. A dataclass may add cross-field
-rules in a `validate()` method that raises `FoundryError`. Torch-free on purpose: config validation must
-stay fast.
+Rules live in field metadata: `ge`, `gt`, `le`, `lt` bounds (checked on numbers only: an
+`int | Literal["auto"]` field takes 'auto') and `choices`. A dataclass may add cross-field rules in a
+`validate()` method that raises `FoundryError`. Torch-free on purpose: config validation must stay fast.
 """
 
 from __future__ import annotations
@@ -160,7 +160,8 @@ def build(cls: type[T], raw: Any, where: str) -> T:
             continue
         value = _coerce(raw[name], hints[name], path)
         for key, (ok, sym) in _BOUNDS.items():
-            if key in f.metadata and value is not None and not ok(value, f.metadata[key]):
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)  # not 'auto'
+            if key in f.metadata and number and not ok(value, f.metadata[key]):
                 raise FoundryError(
                     f"{path} = {value!r} must be {sym} {f.metadata[key]}.",
                     f"Set it to a value {sym} {f.metadata[key]}"

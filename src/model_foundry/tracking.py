@@ -2,18 +2,23 @@
 
 Default store: `sqlite:///<project root>/mlflow.db` (override with MLFLOW_TRACKING_URI). Runs queued with
 `dvc exp run --queue` execute in a temp copy under `.dvc/tmp/exps/`; they still log to the main project's
-store, so every experiment shows up in one `mlflow ui`.
+store, so every experiment shows up in one `mlflow ui`. With a tracking server (`http://…`) the server places
+the artifacts (its `--artifacts-destination`); with a store on this machine they go to `mlartifacts/`.
+
+The experiment `model-foundry` carries `mlflow.experimentKind = custom_model_development`, so MLflow 3's UI
+opens it on its runs (not on the GenAI "Traces" tab); a store made before gets the tag at the next run (a
+kind set by hand in the UI is left alone).
 
 What a model leaves in the store:
-- a training run named after the model (`gpt-tiny-trained`, under `dvc exp run` too: the experiment's name
-  is the tag `dvc_exp_name`), tagged stage=train, with its dataset as an MLflow dataset input (name =
-  data.source, digest = DVC's md5 of the tokenized data folder, context "training");
+- a training run named after the model (`gpt-tiny-trained`; under `dvc exp run`, `gpt-tiny-trained@bold-mole`,
+  and the experiment's name is the tag `dvc_exp_name`), tagged stage=train, with its dataset as an MLflow
+  dataset input (name = data.source, digest = DVC's md5 of the tokenized data folder, context "training");
 - a LoggedModel of the same name (`ensure_logged_model`): an *external* model, whose weights stay in the
   DVC-tracked folder `models/<name>` (tag `foundry.path`) and are never copied into the artifact store,
   one per (name, DVC checksum of the folder): retraining to identical bytes reuses it;
 - the evaluation's metrics, on every training run that produced these weights and linked to the
   LoggedModel (`model_id`); when no training run of these weights is in the store, on a run
-  `<model>-eval` tagged stage=evaluate.
+  `<model>-eval` (`<model>-eval@<experiment>`) tagged stage=evaluate.
 """
 
 from __future__ import annotations
@@ -43,6 +48,11 @@ PATH_TAG = "foundry.path"  # where the weights are: the DVC-tracked folder, rela
 MODEL_ID_TAG = "foundry.model_id"  # on a training run: the LoggedModel it produced (or reproduced)
 MLFLOW_MODEL_FORBIDDEN = "./:%\"'"  # mlflow.utils.validation._validate_logged_model_name
 DATASET_NAME_LIMIT = 500  # the `name` column of MLflow's datasets table
+# MLflow 3's UI opens an experiment without this tag on its GenAI "Traces" tab; "custom_model_development"
+# ("Machine learning" in the UI's experiment settings) opens it on the runs table.
+KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
+EXPERIMENT_TAGS = {KIND_TAG: TRAINING_KIND}
+SERVER_SCHEMES = ("http", "https", "databricks")  # tracking servers: they place the artifacts themselves
 
 
 def tracking_uri() -> str:
@@ -51,16 +61,38 @@ def tracking_uri() -> str:
 
 
 def _setup() -> Any:
+    """mlflow, pointed at this project's store and experiment (created, with its kind, when missing)."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri())
-    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
-        artifacts = (project_root() / "mlartifacts").as_uri()
+    experiment = mlflow.get_experiment_by_name(EXPERIMENT)
+    if experiment is None:
+        artifacts = experiment_artifact_location(tracking_uri())
         with contextlib.suppress(Exception):  # another process may create it at the same moment
-            mlflow.create_experiment(EXPERIMENT, artifact_location=artifacts)
+            mlflow.create_experiment(EXPERIMENT, artifact_location=artifacts, tags=EXPERIMENT_TAGS)
+    elif KIND_TAG not in experiment.tags:  # a store made before the kind was set (one set in the UI stays)
+        with contextlib.suppress(Exception):
+            mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, KIND_TAG, TRAINING_KIND)
     mlflow.set_experiment(EXPERIMENT)
     return mlflow
+
+
+def experiment_artifact_location(uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts: `<project root>/mlartifacts` for a store on this machine
+    (sqlite, a database, a folder), None for a tracking server (`http(s)://`, `databricks`), which then
+    chooses (its `--artifacts-destination`, e.g. s3://…): a path on the machine that happened to create the
+    experiment would be wrong for every other machine sharing the server."""
+    if uri.split(":", 1)[0].lower() in SERVER_SCHEMES:
+        return None
+    return (project_root() / "mlartifacts").as_uri()
+
+
+def run_label(name: str) -> str:
+    """The MLflow run name for a run of the model `name`: `name`, or `name@<experiment>` inside
+    `dvc exp run` (DVC sets DVC_EXP_NAME there, also for the random names it picks)."""
+    exp = os.environ.get("DVC_EXP_NAME")
+    return f"{name}@{exp}" if exp else name
 
 
 def standard_tags(
@@ -250,9 +282,9 @@ def start_run(run_name: str, tags: dict[str, str], run_id: str | None = None) ->
             f"note: marked {len(killed)} MLflow run(s) of killed processes as KILLED: {', '.join(killed)}",
             file=sys.stderr,
         )
-    resume = run_id is not None  # logging into an earlier run keeps its tags
+    resume = run_id is not None  # logging into an earlier run keeps its name and tags
     with mlflow.start_run(
-        run_id=run_id, run_name=None if resume else run_name, tags=None if resume else tags
+        run_id=run_id, run_name=None if resume else run_label(run_name), tags=None if resume else tags
     ) as run:
         mlflow.set_tags(owner_tags())
         tracker = Tracker(mlflow, run)

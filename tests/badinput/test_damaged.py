@@ -296,7 +296,7 @@ def test_no_verify_skips_only_the_hash_check(tmp_path, good_models):
     proc = foundry(["generate", "--model", folder, "--prompt", "the", "--max-new-tokens", "2", "--no-verify"],
                    project)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    shown = foundry(["info", folder], project)
+    shown = foundry(["info", folder, "--json"], project)
     assert shown.returncode == 0 and json.loads(shown.stdout)["architecture"] == "gpt"
 
 

@@ -1,8 +1,8 @@
-"""The foundry CLI: instant help, no heavy imports for config work, user errors without tracebacks."""
+"""The foundry CLI: no heavy imports for config work, user errors without tracebacks. (Help, version,
+completion and MODEL arguments: test_cli_conventions.py.)"""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -18,26 +18,6 @@ def _modules_after(code: str) -> set[str]:
     probe = f"import sys\n{code}\nprint(' '.join(sorted(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=False)
     return set(out.stdout.split())
-
-
-def test_help_lists_stage_commands():
-    out = run_cmd([FOUNDRY, "--help"], REPO).stdout
-    for command in ("import", "convert", "tokenize", "train", "evaluate", "validate", "generate"):
-        assert command in out
-
-
-def test_version_short_help_and_completion():
-    """The conventions of Typer/click CLIs: --version/-V, -h as --help (also on commands), a completion
-    script for the shell."""
-    from importlib.metadata import version
-
-    expected = f"foundry (model-foundry) {version('model-foundry')}\n"
-    for flag in ("--version", "-V"):
-        assert run_cmd([FOUNDRY, flag], REPO).stdout == expected
-    assert run_cmd([FOUNDRY, "-h"], REPO).stdout == run_cmd([FOUNDRY, "--help"], REPO).stdout
-    assert run_cmd([FOUNDRY, "generate", "-h"], REPO).stdout.startswith("Usage: foundry generate")
-    script = run_cmd([FOUNDRY, "--show-completion", "bash"], REPO, env={**os.environ, "SHELL": "/bin/bash"})
-    assert "_foundry_completion" in script.stdout and "complete " in script.stdout
 
 
 def test_help_and_validate_import_nothing_heavy():

@@ -60,6 +60,9 @@ def test_unknown_architecture(params_dict):
         ("train", "steps", True, "must be an integer"),
         ("train", "objective", "seq2seq", "train.objective = 'seq2seq' is not allowed"),
         ("train", "device", "tpu", "is not allowed"),
+        ("train", "nproc", 0, "train.nproc = 0 must be >= 1"),
+        ("train", "nproc", "all", "train.nproc = 'all' must be int or 'auto'"),
+        ("train", "strategy", "zero3", "train.strategy = 'zero3' is not allowed"),
         ("data", "val_fraction", 1.5, "data.val_fraction = 1.5 must be < 1.0"),
         ("tokenizer", "type", "sentencepiece", "tokenizer.type = 'sentencepiece'"),
         ("tokenizer", "vocab_size", 0, "tokenizer.vocab_size = 0 must be >= 1"),
@@ -68,6 +71,22 @@ def test_unknown_architecture(params_dict):
 def test_bad_values_name_field_value_and_rule(params_dict, section, key, value, expected):
     params_dict[section][key] = value
     assert expected in str(_error(params_dict))
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected", "hint"),
+    [
+        ({"nproc": 3, "batch_size": 16}, "does not divide among train.nproc = 3", "15, 18"),
+        ({"nproc": 2, "device": "mps"}, "torch.distributed has no MPS backend", "train.device: cpu"),
+    ],
+)
+def test_nproc_fits_the_batch_and_the_device(params_dict, changes, expected, hint):
+    params_dict["train"].update(changes)
+    error = _error(params_dict)
+    assert expected in error.message and hint in error.hint
+    params_dict["train"].update({"nproc": "auto", "batch_size": 16, "device": "cpu", "strategy": "fsdp"})
+    train = parse_params(params_dict).train
+    assert (train.nproc, train.strategy) == ("auto", "fsdp")
 
 
 def test_unknown_setting_lists_valid_ones(params_dict):

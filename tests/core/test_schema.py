@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import pytest
 
@@ -24,6 +25,19 @@ class Outer:
     inner: Inner = rule(None)
     flag: bool = rule(False)
     ratio: float = rule(0.5, gt=0.0, lt=1.0)
+
+
+@dataclass
+class Procs:
+    n: int | Literal["auto"] = rule(1, ge=1)
+
+
+def test_bounds_apply_to_the_number_of_a_number_or_word_field():
+    assert build(Procs, {"n": "auto"}, "p").n == "auto" and build(Procs, {"n": 4}, "p").n == 4
+    with pytest.raises(FoundryError, match=r"p.n = 0 must be >= 1"):
+        build(Procs, {"n": 0}, "p")
+    with pytest.raises(FoundryError, match=r"p.n = 'many' must be int or 'auto'"):
+        build(Procs, {"n": "many"}, "p")
 
 
 def test_builds_with_defaults_and_coercions():

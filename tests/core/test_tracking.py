@@ -56,8 +56,14 @@ def test_retrained_identical_weights_carry_the_evaluation(
         return summary["run_id"], read_json(trained / "metadata.json")["sha256"]["model.safetensors"]
 
     first, weights = train_once()
+    plots = {p.name: p.read_bytes() for p in (root / "plots").iterdir()}
     second, again = train_once()  # not evaluated in between: nothing to copy yet
     assert again == weights
+    # the train stage's DVC outputs besides the model are the same bytes too: `dvc repro` stays fresh
+    assert plots == {p.name: p.read_bytes() for p in (root / "plots").iterdir()}
+    assert set(plots) == {"train_loss.csv", "val_loss.csv", "effective_params.json"}
+    used = read_json(root / "plots/effective_params.json")  # what `dvc exp show` displays
+    assert used["steps"] == params.train.steps and used["architecture"] == "gpt"
     client = _client(store)
     assert not [k for k in client.get_run(second).data.metrics if k.startswith("eval_")]
 
@@ -124,8 +130,10 @@ def test_runs_datasets_and_the_logged_model(
     )  # fmt: skip
     client = _client(store)
     run = client.get_run(summary["run_id"])
-    assert run.info.run_name == "gpt-tiny-trained"
+    assert run.info.run_name == "gpt-tiny-trained@bold-mole"  # the model, and the DVC experiment
     assert run.data.tags["dvc_exp_name"] == "bold-mole" and run.data.tags["stage"] == "train"
+    experiment = client.get_experiment(run.info.experiment_id)  # the UI opens it on the runs, not traces
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
     (given,) = run.inputs.dataset_inputs
     assert given.dataset.name == params.data.source == "builtin:pydoc_topics"
@@ -161,7 +169,7 @@ def test_runs_datasets_and_the_logged_model(
     client = _client(other)
     (model,) = _logged_models(client, "gpt-tiny-trained")
     run = client.get_run(model.source_run_id)
-    assert run.info.run_name == "gpt-tiny-trained-eval" and run.data.tags["stage"] == "evaluate"
+    assert run.info.run_name == "gpt-tiny-trained-eval@bold-mole" and run.data.tags["stage"] == "evaluate"
     assert run.data.tags["model_name"] == "gpt-tiny-trained"
     (given,) = run.inputs.dataset_inputs
     assert {t.key: t.value for t in given.tags}["mlflow.data.context"] == "evaluation"
@@ -183,11 +191,21 @@ def test_dataset_names() -> None:
     assert len(long) == tracking.DATASET_NAME_LIMIT and long.endswith("…")
 
 
-def test_no_earlier_evaluation_attaches_nothing(store: str) -> None:
-    with tracking.start_run("t", {"stage": "train"}) as tracker:
+def test_no_earlier_evaluation_attaches_nothing(store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Also: a store made before the experiment kind was set (MLflow 3's UI would open it on "Traces") gets
+    it at the next run, and a run outside `dvc exp run` is named after the model alone."""
+    import mlflow
+
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    client = _client(store)
+    experiment_id = client.create_experiment(tracking.EXPERIMENT)
+    assert "mlflow.experimentKind" not in client.get_experiment(experiment_id).tags
+    with tracking.start_run("gpt-tiny-trained", {"stage": "train"}) as tracker:
         tracker.set_tags({tracking.WEIGHTS_TAG: "abc"})
         assert tracker.attach_earlier_evaluation("abc") is None
     assert tracking.earlier_evaluation("abc") is None
+    assert client.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    assert mlflow.get_run(tracker.run_id).info.run_name == "gpt-tiny-trained"
 
 
 def test_long_params_are_cut_with_a_marker_and_logged_in_full(store: str) -> None:

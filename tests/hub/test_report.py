@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from localhub.repos import GPT2
 from model_foundry.errors import FoundryError
 from model_foundry.hub import QuietReporter, Reporter, accept_for_pipeline, import_model, plan_import
+from model_foundry.hub.report import import_summary
 
 
 def test_default_reporter_writes_to_stderr_and_keeps_warnings(capsys):
@@ -51,6 +53,25 @@ def test_the_imported_folder_records_format_and_the_licence_text_is_shown(hub_re
     assert "metadata.json" in meta["import"]["files"]
     assert any(m.startswith("Licence of ") for m in reporter.messages)
     assert result.warnings == reporter.warnings
+
+    # what `foundry import-model` prints: what happened, in words (a local folder here: its weights copied)
+    head, licence, weights = import_summary(result).splitlines()
+    assert head.startswith(
+        f"imported {hub_repos[GPT2]} → {result.path} (hf-gpt2, {result.parameters:,} parameters"
+    )
+    assert licence == f"  licence: {result.license}" and result.license
+    assert weights == "  weights: 1 file copied (the folder stays independent; --link hard-links instead)"
+    hub = dataclasses.replace(result, revision="0123456789abcdef", license=None)
+    _, licence, weights = import_summary(hub).splitlines()
+    assert licence.startswith("  licence: not stated by the source") and "None" not in licence
+    assert weights == (
+        "  weights: 1 file copied (a hard link to the Hub cache was not possible: it is on another "
+        "filesystem, or links are not allowed)"
+    )
+    linked = dataclasses.replace(hub, linked_files=1)
+    assert import_summary(linked).endswith(
+        "weights: 1 file hard-linked from the Hub cache (no extra disk space)"
+    )
 
 
 def test_the_pipeline_never_asks(hub_repos):

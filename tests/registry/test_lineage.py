@@ -109,7 +109,7 @@ def test_foundry_info_prints_metadata_and_lineage(models: Path) -> None:
     project = models.parent
     (project / ".dvc").mkdir()
     shutil.rmtree(models / "gpt-tiny")
-    proc = run_cmd(["foundry", "info", "models/gpt-tiny-ft-trained"], project)
+    proc = run_cmd(["foundry", "info", "models/gpt-tiny-ft-trained", "--json"], project)
     meta = json.loads(proc.stdout)
     assert meta == json.loads((models / "gpt-tiny-ft-trained/metadata.json").read_text())
     lines = proc.stderr.splitlines()
@@ -119,5 +119,6 @@ def test_foundry_info_prints_metadata_and_lineage(models: Path) -> None:
     )
     assert lines[1:] == ["recorded checksums:", f"  gpt-tiny-ft: {LORA_SUM}", f"  gpt-tiny-trained: {FT_SUM}"]
 
-    elsewhere = run_cmd(["foundry", "info", str(models / "gpt-tiny-ft")], Path(os.sep))  # outside the project
+    # outside the project:
+    elsewhere = run_cmd(["foundry", "info", str(models / "gpt-tiny-ft"), "--json"], Path(os.sep))
     assert elsewhere.stderr.startswith("lineage: gpt-tiny-ft (copy) ← gpt-tiny-trained (full) ← gpt-tiny (")

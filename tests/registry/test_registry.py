@@ -214,13 +214,23 @@ def test_bad_inputs_are_errors_or_warnings_never_tracebacks(repo: Path) -> None:
 
 
 def test_push_clone_pull_validate(repo: Path, tmp_path: Path) -> None:
-    remote = tmp_path / "remote"
-    run_cmd(["dvc", "remote", "add", "-d", "local", str(remote)], repo)
+    """README "Moving models", as written: a default remote committed and in config.local (the
+    experiments predate the commit), `dvc push -A` (every commit's models)
+    and `dvc exp push -A origin` (every experiment: its git ref and its models), then a fresh clone pulls
+    byte-identical folders, and `foundry get` fetches an experiment's model from the remote."""
+    remote, origin = tmp_path / "remote", tmp_path / "origin.git"
+    run_cmd(["git", "init", "-q", "--bare", str(origin)], tmp_path)
+    run_cmd(["git", "remote", "add", "origin", str(origin)], repo)
+    run_cmd(["dvc", "remote", "add", "-d", "storage", str(remote)], repo)  # in .dvc/config: committed
     run_cmd(["git", "add", "-A"], repo)
     run_cmd(["git", "commit", "-qm", "results of exp-b and the remote"], repo)
-    run_cmd(["dvc", "push", "-q"], repo)
+    # The experiments predate that commit: DVC reads each commit's own .dvc/config, plus config.local.
+    run_cmd(["dvc", "remote", "add", "--local", "-d", "storage", str(remote)], repo)
+    run_cmd(["dvc", "push", "-q", "-A"], repo)
+    run_cmd(["dvc", "exp", "push", "-q", "-A", "origin"], repo)
+    run_cmd(["git", "push", "-q", "origin", "HEAD"], repo)
     clone = tmp_path / "clone"
-    run_cmd(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+    run_cmd(["git", "clone", "-q", str(origin), str(clone)], tmp_path)
     run_cmd(["dvc", "pull", "-q"], clone)
     out = foundry(clone, "validate-model", "--all")
     assert out.stdout.count("intact") == 2
@@ -229,6 +239,11 @@ def test_push_clone_pull_validate(repo: Path, tmp_path: Path) -> None:
             assert (clone / "models" / name / file.name).read_bytes() == file.read_bytes()
     listed = {m.name: m for m in scan(clone).models}
     assert listed["child-b"].location == "workspace"
+    # An experiment's model: its ref comes with `dvc exp pull`, its bytes from the remote with `foundry get`.
+    run_cmd(["dvc", "exp", "pull", "-q", "--no-cache", "origin", "exp-a"], clone)
+    assert scan(clone).get("child-a").location == "remote only"
+    foundry(clone, "get", "child-a", "--exp", "exp-a")
+    assert dvc_md5(clone / "models/child-a") == lock_md5(repo, "models/child-a", exp_rev(repo, "exp-a"))
     # A model only in the remote: the clone's cache lacks an object; an unreachable remote is a clear error.
     shutil.rmtree(clone / "models/base")
     shutil.rmtree(clone / ".dvc/cache")

@@ -72,7 +72,7 @@ def test_scratch_gpt_trained_then_lora_fine_tuned_through_exp_run(tmp_path: Path
     assert tags["foundry.method"] == "lora"
     assert tags["foundry.params_digest"] == trained["training"]["params_digest"]
 
-    info = run_cmd(["foundry", "info", "models/gpt-tiny-lora-trained"], repo)
+    info = run_cmd(["foundry", "info", "models/gpt-tiny-lora-trained", "--json"], repo)
     chain = "gpt-tiny-lora-trained (lora r=4) ← gpt-tiny-lora (copy) ← gpt-tiny-trained (full) ← gpt-tiny"
     assert chain in info.stderr
     # The registry: the scratch-trained parent (made by the first experiment) and the LoRA run, with lineage.

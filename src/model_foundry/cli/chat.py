@@ -9,13 +9,11 @@ from typing import Annotated
 
 import typer
 
-from model_foundry.cli.options import NoVerifyOpt
+from model_foundry.cli.options import ModelArg, NoVerifyOpt
 
 
 def chat(
-    model: Annotated[
-        str, typer.Argument(help="A model name (models/<name> of this project) or a model folder.")
-    ],
+    model: ModelArg,
     system: Annotated[str | None, typer.Option(help="A system message that starts the conversation.")] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Tokens per answer, at most.", min=1)] = 256,
     temperature: Annotated[
@@ -31,16 +29,24 @@ def chat(
     seed: Annotated[int, typer.Option(help="Sampling seed (every answer starts from it).")] = 0,
     no_verify: NoVerifyOpt = False,
 ) -> None:
-    """Chat with a model: the prompt comes at once, the model loads meanwhile; /help lists the commands.
+    """Chat with a model in the terminal.
 
-    Exits 2 with an error and a hint when the model cannot chat (no chat template, a masked LM, a damaged
-    folder), and, when the messages are piped in (not a terminal), when any message failed: the chat goes
-    on after a failed message, then the end of the input reports how many failed.
+    The prompt comes at once; the model loads meanwhile; /help lists the chat's commands. Exits 2 with an
+    error and a hint when the model cannot chat (no chat template, a masked LM, a damaged folder), and, when
+    the messages are piped in (not a terminal), when any message failed: the chat goes on after a failed
+    message, then the end of the input reports how many failed.
+
+    \b
+    Examples:
+      foundry chat qwen2.5-0.5b-instruct
+      foundry chat models/qwen2.5-0.5b-instruct --system "Answer in one sentence." --temperature 0
+      printf 'Hi\\nWhat is DVC?\\n' | foundry chat qwen2.5-0.5b-instruct
     """
-    from model_foundry.chat_repl import ChatSession, ChatSettings, resolve_model
+    from model_foundry.chat_repl import ChatSession, ChatSettings
+    from model_foundry.registry.resolve import model_folder
 
     settings = ChatSettings(max_new_tokens, temperature, top_k, top_p, seed, system, not no_verify)
-    ChatSession(resolve_model(model), settings).run()
+    ChatSession(model_folder(model), settings).run()
 
 
 def register(app: typer.Typer) -> None:

@@ -64,14 +64,9 @@ def import_model(
         allow_pickle=allow_pickle, version_suffix=version_suffix, link=link, init_missing=init_missing,
         reporter=reporter,
     )  # fmt: skip
-    revision_text = f" @ {result.revision[:12]}" if result.revision else ""
-    print(
-        f"imported {result.model_id or result.source}{revision_text} → {result.path} "
-        f"({result.architecture}, {result.parameters:,} parameters, {result.dtype}, "
-        f"licence {result.license}; "
-        f"{result.linked_files}/{len(result.sha256)} weight files hard-linked, "
-        f"{result.seconds:.1f} s)"
-    )
+    from model_foundry.hub.report import import_summary
+
+    print(import_summary(result, link))
     if not no_dvc:
         report_dvc_add(result.path, result)
 
@@ -144,8 +139,14 @@ def import_help() -> str:
     from model_foundry.adapters.hf.families import supported_families
 
     return (
-        "Import a model from the Hugging Face Hub, a Hub URL or a local folder into models/<name>/ "
-        f"(the canonical layout). Supported families (config.json model_type): {supported_families()}."
+        "Import a Hub model or a local folder into models/.\n\n"
+        "SOURCE is a Hugging Face Hub id, a Hub URL or a local folder in Hugging Face format; the model is "
+        "written in the canonical layout and `dvc add`-ed. Supported families (config.json model_type): "
+        f"{supported_families()}.\n\n"
+        "\b\nExamples:\n"
+        "  foundry import-model Qwen/Qwen2.5-0.5B-Instruct --accept-license\n"
+        "  foundry import-model https://huggingface.co/Qwen/Qwen2.5-0.5B/tree/main --name qwen-base\n"
+        "  foundry import-model ./my-hf-folder --name my-model --link"
     )
 
 

@@ -7,30 +7,45 @@ from typing import Annotated
 
 import typer
 
+from model_foundry.registry.resolve import MODEL_HELP
+
 
 def merge_lora(
-    adapter_dir: Annotated[
-        Path,
+    adapter: Annotated[
+        str,
         typer.Argument(
-            help="A LoRA adapter folder (adapter_config.json + adapter_model.safetensors, ours or peft's), "
-            "or a LoRA run's folder models/<name> (its adapter/ is used)."
+            metavar="MODEL",
+            help=f"{MODEL_HELP} A LoRA run's model (its adapter/ is used), or a LoRA adapter folder "
+            "(adapter_config.json + adapter_model.safetensors, ours or peft's).",
+            show_default=False,
         ),
     ],
     out: Annotated[Path, typer.Option("--out", help="The merged model folder to write (atomically).")],
     base: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--base",
-            help="The model folder the adapter was trained on. Default: models/<base_model_name_or_path> "
-            "of adapter_config.json.",
+            metavar="MODEL",
+            help="The model the adapter was trained on (a name or a folder). Default: "
+            "models/<base_model_name_or_path> of adapter_config.json.",
         ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
 ) -> None:
-    """Merge a LoRA adapter into its base model: a full model folder that plain transformers loads."""
+    """Merge a LoRA adapter into its base model.
+
+    The result is a full, plain canonical folder that transformers loads without peft.
+
+    \b
+    Examples:
+      foundry merge-lora gpt-tiny-lora-trained --out models/gpt-tiny-merged
+      foundry merge-lora ./peft-adapter --base qwen2.5-0.5b-instruct --out models/qwen-merged --force
+    """
+    from model_foundry.registry.resolve import model_folder
     from model_foundry.training.merge_lora import merge_lora_folder
 
-    meta = merge_lora_folder(adapter_dir, out, base=base, force=force)
+    adapter_dir = model_folder(adapter)
+    meta = merge_lora_folder(adapter_dir, out, base=model_folder(base) if base else None, force=force)
     print(
         f"merged {adapter_dir} into {meta['fine_tuned_from']}: {meta['parameters']:,} parameters "
         f"({meta['dtype']}) → {out}"

@@ -10,6 +10,12 @@ from typing import Annotated
 
 import typer
 
+from model_foundry.registry.resolve import MODEL_HELP
+
+STAGES_PANEL = "Pipeline stages (run by dvc.yaml)"  # their section of `foundry --help`, after the commands
+
+# MODEL, the one way a command names a model (registry/resolve.py: a name of this project or a folder).
+ModelArg = Annotated[str, typer.Argument(metavar="MODEL", help=MODEL_HELP, show_default=False)]
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="The params file to read.")]
 ModelDirOpt = Annotated[Path, typer.Option("--model", help="A canonical model folder (models/<name>).")]
 DataDirOpt = Annotated[
@@ -21,7 +27,9 @@ CorpusOpt = Annotated[Path, typer.Option("--corpus", help="The import stage's co
 SourceOpt = Annotated[Path, typer.Option("--source", help="The import stage's model source folder.")]
 CorpusOutOpt = Annotated[Path, typer.Option("--corpus-out", help="Folder for the train/val splits.")]
 SourceOutOpt = Annotated[Path, typer.Option("--source-out", help="Folder for the model source.")]
-PlotsOpt = Annotated[Path, typer.Option("--plots", help="Folder for the loss-by-step CSVs.")]
+PlotsOpt = Annotated[
+    Path, typer.Option("--plots", help="Folder for the loss-by-step CSVs and effective_params.json.")
+]
 MetricsOpt = Annotated[Path, typer.Option("--metrics", help="The metrics file to write.")]
 NoVerifyOpt = Annotated[
     bool,

@@ -1,14 +1,14 @@
-"""The six stage commands dvc.yaml runs, plus `validate`."""
+"""The six stage commands dvc.yaml runs (their own section of `foundry --help`), plus `validate`."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from model_foundry.cli.options import (
+    STAGES_PANEL,
     CorpusOpt,
     CorpusOutOpt,
     DataDirOpt,
@@ -26,8 +26,17 @@ from model_foundry.config import load_params
 
 
 def validate(params: ParamsOpt = Path("params.yaml")) -> None:
-    """Check params.yaml: every section as written, every catalog entry's effective config, names, and
-    conflicts with the repository (e.g. outputs overlapping `.dvc`-tracked folders). Lists every problem."""
+    """Check params.yaml and list every problem.
+
+    Checks every section as written, every catalog entry's effective config, names, and conflicts with the
+    repository (e.g. outputs overlapping `.dvc`-tracked folders). Exit 2 when there is a problem. Imports
+    no torch: it answers at once.
+
+    \b
+    Examples:
+      foundry validate
+      foundry validate --params experiments/params.yaml
+    """
     import sys
 
     from model_foundry.config import check_params, parse_params, read_params
@@ -61,7 +70,16 @@ def inputs(
     ],
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
-    """inputs stage: validate params; fingerprint every input the stages read (local folders, data files)."""
+    """inputs stage: fingerprint every input of the pipeline.
+
+    Validates params, then writes the sha256 of every input the stages read (local folders, data files), so
+    DVC reruns a stage when one changes.
+
+    \b
+    Example (dvc.yaml runs it):
+      foundry inputs --params params.yaml --data-out data/inputs/data.json \\
+        --model-out data/inputs/model.json --tokenizer-out data/inputs/tokenizer.json
+    """
     from model_foundry.stages import inputs as stage
 
     result = stage.run(load_params(params), data_out, model_out, tokenizer_out)
@@ -78,7 +96,12 @@ def import_(
     source_out: SourceOutOpt,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
-    """import stage: bring the corpus (split into train/val) and the model source into the repo."""
+    """import stage: the corpus (train/val) and model source.
+
+    \b
+    Example (dvc.yaml runs it):
+      foundry import --params params.yaml --corpus-out data/corpus --source-out data/source
+    """
     from model_foundry.stages import ingest
 
     result = ingest.run(load_params(params), corpus_out, source_out)
@@ -95,7 +118,14 @@ def convert(
     out: OutOpt,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
-    """convert stage: write the model in the canonical layout models/<name>/."""
+    """convert stage: write the canonical model folder.
+
+    The model of params.yaml in the canonical layout, models/<name>/.
+
+    \b
+    Example (dvc.yaml runs it):
+      foundry convert --params params.yaml --source data/source --out models/gpt-tiny
+    """
     from model_foundry.stages import convert as stage
 
     meta = stage.run(load_params(params), source, out)
@@ -108,7 +138,14 @@ def tokenize(
     out: OutOpt,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
-    """tokenize stage: train (or reuse) a tokenizer and write token ids as memmap arrays."""
+    """tokenize stage: a tokenizer and the token ids (memmaps).
+
+    Trains (or reuses) a tokenizer and writes the corpus as token-id arrays.
+
+    \b
+    Example (dvc.yaml runs it):
+      foundry tokenize --params params.yaml --corpus data/corpus --model models/gpt-tiny --out data/tokens
+    """
     from model_foundry.stages import tokenize as stage
 
     meta = stage.run(load_params(params), corpus, model, out)
@@ -142,7 +179,16 @@ def train(
     quiet: QuietOpt = False,
     no_verify: NoVerifyOpt = False,
 ) -> None:
-    """train stage: train the model and save it (safetensors + config + tokenizer + metadata)."""
+    """train stage: train a model and save its folder.
+
+    Full or LoRA training per `train.method`; saves safetensors, config, tokenizer and metadata.json, and
+    logs the run to MLflow. Ctrl-C or a crash: run it again with --resume to continue from a checkpoint.
+
+    \b
+    Example (dvc.yaml runs it):
+      foundry train --params params.yaml --model models/gpt-tiny --data data/tokens \\
+        --out models/gpt-tiny-trained --plots plots
+    """
     from model_foundry.stages import train as stage
 
     p = load_params(params)
@@ -161,18 +207,25 @@ def evaluate(
     params: ParamsOpt = Path("params.yaml"),
     no_verify: NoVerifyOpt = False,
 ) -> None:
-    """evaluate stage: validation metrics (and a unigram baseline) into metrics.json and MLflow."""
+    """evaluate stage: validation metrics into metrics.json.
+
+    Writes the metrics (and a unigram baseline) to metrics.json and MLflow.
+
+    \b
+    Example (dvc.yaml runs it):
+      foundry evaluate --params params.yaml --model models/gpt-tiny-trained --data data/tokens \\
+        --metrics metrics.json
+    """
     from model_foundry.stages import evaluate as stage
 
     result = stage.run(load_params(params), model, data, metrics, verify=not no_verify)
-    print(json.dumps(result, indent=2))
+    from model_foundry.evaluation.table import metrics_table
+
+    print(metrics_table(result))
 
 
 def register(app: typer.Typer) -> None:
-    app.command("validate")(validate)
-    app.command("inputs")(inputs)
-    app.command("import")(import_)
-    app.command("convert")(convert)
-    app.command("tokenize")(tokenize)
-    app.command("train")(train)
-    app.command("evaluate")(evaluate)
+    app.command("validate")(validate)  # a person types it: among the commands, not the stages
+    for name, command in (("inputs", inputs), ("import", import_), ("convert", convert),
+                          ("tokenize", tokenize), ("train", train), ("evaluate", evaluate)):  # fmt: skip
+        app.command(name, rich_help_panel=STAGES_PANEL)(command)

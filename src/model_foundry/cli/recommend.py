@@ -39,11 +39,18 @@ def recommend(
     ] = 4096,
     as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")] = False,
 ) -> None:
-    """Recommend the largest Qwen2.5 size (0.5B-14B) that fits in memory, and show the arithmetic.
+    """The largest Qwen2.5 (0.5B-14B) that fits this machine.
 
-    Exits 0 with a "Nothing fits" answer when even 0.5B is too big, saying what would make it fit: a shorter
-    --context when only the KV cache or activations overflow, another --for, else the memory it needs.
+    Shows the arithmetic, the import command and a catalog entry. Exits 0 with a "Nothing fits" answer
+    when even 0.5B is too big, saying what would make it fit: a shorter --context when only the KV cache or
+    activations overflow, another --for, else the memory it needs.
     Exits 2 (error + hint) for a --context longer than Qwen2.5 reads (32,768 tokens).
+
+    \b
+    Examples:
+      foundry recommend
+      foundry recommend --for lora --ram 24 --context 2048
+      foundry recommend --json
     """
     from model_foundry import recommend as rec
 

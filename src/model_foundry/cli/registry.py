@@ -15,11 +15,20 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from model_foundry.cli.options import ModelArg
+from model_foundry.registry.resolve import MODEL_HELP
+
 if TYPE_CHECKING:
     from model_foundry.registry.records import ModelRecord, Registry
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts) instead of a table.")]
-NameArg = Annotated[str, typer.Argument(help="The model's name (its folder under models/).")]
+
+
+def _name(registry: Registry, model: str) -> str:
+    """The registry name MODEL (a name or a models/<name> path) means (registry/resolve.py)."""
+    from model_foundry.registry.resolve import model_name
+
+    return model_name(model, registry.root)
 
 
 def _registry(with_runs: bool = False) -> Registry:
@@ -100,9 +109,18 @@ def list_models(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """List every model the project has made or imported: the workspace, every experiment and commit DVC
-    recorded, and models/*.dvc. Read from dvc.lock, git, metadata.json and the DVC cache (MLflow only with
-    --metrics); warnings (a folder with no DVC record, a changed folder, damaged metadata) go to stderr."""
+    """List every model the project has made or imported.
+
+    The workspace, every experiment and commit DVC recorded, and models/*.dvc. Read from dvc.lock, git,
+    metadata.json and the DVC cache (MLflow only with --metrics); warnings (a folder with no DVC record, a
+    changed folder, damaged metadata) go to stderr.
+
+    \b
+    Examples:
+      foundry list-models
+      foundry list-models --arch gpt --metrics
+      foundry list-models --exp my-experiment --json
+    """
     from model_foundry.registry.records import filter_models
 
     registry = _registry(with_runs=metrics)
@@ -156,13 +174,22 @@ def _files(model: ModelRecord, root: Path) -> list[dict[str, Any]]:
     ]
 
 
-def model_info(name: NameArg, as_json: JsonOpt = False) -> None:
-    """Everything the registry knows about one model: where it is, its checksum and versions, the lineage up
-    to its root with each ancestor's checksum, its MLflow runs (metrics and the `mlflow ui` URL), its files
-    (size, md5, sha256), its licence and metrics."""
+def model_info(model_arg: ModelArg, as_json: JsonOpt = False) -> None:
+    """Everything the registry knows about one model.
+
+    Where it is, its checksum and versions, the lineage up to its root with each ancestor's checksum, its
+    MLflow runs (metrics and the `mlflow ui` URL), its files (size, md5, sha256), its licence and metrics.
+    (`foundry info` reads one folder and answers at once; this reads DVC, git and MLflow.)
+
+    \b
+    Examples:
+      foundry model-info gpt-tiny-trained
+      foundry model-info models/gpt-tiny-trained --json
+    """
     from model_foundry.registry.lineage import ancestors
 
     registry = _registry(with_runs=True)
+    name = _name(registry, model_arg)
     model = registry.get(name)
     chain = [
         {"name": n, "known": False} if isinstance(n, str) else
@@ -253,21 +280,35 @@ def _flat(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
 
 
 def validate_model(
-    name: Annotated[str | None, typer.Argument(help="The model to check (or --all).")] = None,
+    model_arg: Annotated[
+        str | None,
+        typer.Argument(metavar="[MODEL]", help=f"{MODEL_HELP} (Or --all.)", show_default=False),
+    ] = None,
     all_models: Annotated[bool, typer.Option("--all", help="Check every model in the workspace.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Check a model folder's bytes: its DVC hash against dvc.lock / the .dvc file, each weight file's sha256
-    against metadata.json, every safetensors header and tensor shape against the config, and that the
-    config and tokenizer load. Exit 0 when intact, 1 with each offending file named."""
+    """Check that a model folder's bytes are intact.
+
+    Its DVC hash against dvc.lock / the .dvc file, each weight file's sha256 against metadata.json, every
+    safetensors header and tensor shape against the config, and that the config and tokenizer load. Exit 0
+    when intact, 1 with each offending file named.
+
+    \b
+    Examples:
+      foundry validate-model gpt-tiny-trained
+      foundry validate-model --all --json
+    """
     from model_foundry.errors import FoundryError
     from model_foundry.registry.checks import validate_model_folder
     from model_foundry.registry.gc import objects_dir
 
-    if (name is None) == (not all_models):
-        raise FoundryError("Give one model name or --all.", "e.g. `foundry validate-model gpt-tiny-trained`.")
+    if (model_arg is None) == (not all_models):
+        raise FoundryError("Give one model or --all.", "e.g. `foundry validate-model gpt-tiny-trained`.")
     registry = _registry()
-    models = [m for m in registry.models if m.in_workspace] if all_models else [registry.get(name or "")]
+    if all_models:
+        models = [m for m in registry.models if m.in_workspace]
+    else:
+        models = [registry.get(_name(registry, model_arg or ""))]
     objects = objects_dir(registry.root)
     report: list[dict[str, Any]] = []
     failed = 0
@@ -305,7 +346,7 @@ def validate_model(
 
 
 def get(
-    name: NameArg,
+    model_arg: ModelArg,
     exp: Annotated[
         str | None, typer.Option("--exp", help="The experiment whose version to bring back.")
     ] = None,
@@ -313,11 +354,20 @@ def get(
         bool, typer.Option("--force", help="Replace a models/NAME holding other bytes.")
     ] = False,
 ) -> None:
-    """Bring a model recorded by an experiment, a commit or the cache back into models/NAME, without switching
-    the workspace: from the DVC cache, or fetched from the DVC remote first; verified against its checksum."""
+    """Bring a model back into models/ from the DVC cache.
+
+    A model recorded by an experiment, a commit or the cache, written into the workspace without switching
+    it: from the DVC cache, or fetched from the DVC remote first; verified against its checksum.
+
+    \b
+    Examples:
+      foundry get gpt-tiny-trained
+      foundry get gpt-small-trained --exp my-experiment --force
+    """
     from model_foundry.registry.get import get_model
 
     registry = _registry()
+    name = _name(registry, model_arg)
     _known_experiment(registry, exp)
     model = registry.get(name)
     result = get_model(registry.root, model, exp, force)
@@ -331,7 +381,7 @@ def get(
 
 
 def delete_model(
-    name: NameArg,
+    model_arg: ModelArg,
     gc: Annotated[
         bool,
         typer.Option(
@@ -349,13 +399,22 @@ def delete_model(
         bool, typer.Option("--force", help="Delete even when other models were made from it.")
     ] = False,
 ) -> None:
-    """Delete a model's folder and .dvc file, after showing the plan (folders, .dvc files, bytes, the models
-    made from it). A model others were fine-tuned from is refused unless --force."""
+    """Delete a model's folder and .dvc file (shows the plan).
+
+    The plan, shown first, lists the folders, .dvc files, bytes and the models made from it. A model others
+    were fine-tuned from is refused unless --force.
+
+    \b
+    Examples:
+      foundry delete-model gpt-tiny-trained --dry-run --gc
+      foundry delete-model gpt-tiny-trained --yes --gc
+    """
     from model_foundry.errors import FoundryError
     from model_foundry.registry.delete import execute_delete, format_plan, plan_delete
     from model_foundry.registry.gc import collect_garbage
 
     registry = _registry()
+    name = _name(registry, model_arg)
     model = registry.get(name)
     dependants = [m.name for m in registry.children(name)]
     stage = next((v.stage for v in model.versions if v.kind == "workspace" and v.stage), None)
@@ -392,20 +451,21 @@ def delete_model(
         )
 
 
-GC_SCOPE = (
-    "Frees the DVC cache objects that nothing references: not the workspace (dvc.lock, *.dvc), not any "
-    "commit of any branch or tag, not any DVC experiment. (`dvc gc -w` alone would also delete other "
-    "experiments' data.)"
-)
-
-
 def gc(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Report the objects and bytes; delete nothing.")
     ] = False,
 ) -> None:
-    """Free the DVC cache objects no model, workspace, commit (all branches and tags) or experiment
-    references (README, "Deleting models and freeing the DVC cache")."""
+    """Free the DVC cache objects nothing references any more.
+
+    Nothing: no model, workspace, commit (all branches and tags) or experiment (README, "Deleting models and
+    freeing the DVC cache").
+
+    \b
+    Examples:
+      foundry models gc --dry-run
+      foundry models gc
+    """
     from model_foundry.project import project_root
     from model_foundry.registry.gc import collect_garbage
 
@@ -414,14 +474,22 @@ def gc(
     print(f"{verb} {report.objects} DVC cache objects, {_human_bytes(report.bytes)} ({report.bytes} bytes).")
 
 
-def lineage(name: NameArg, as_json: JsonOpt = False) -> None:
-    """The tree of a model's ancestors and descendants, each with its checksum, method (import / scratch /
-    full / lora) and the MLflow run that made it."""
+def lineage(model_arg: ModelArg, as_json: JsonOpt = False) -> None:
+    """The tree of a model's ancestors and descendants.
+
+    Each with its checksum, method (import / scratch / full / lora) and the MLflow run that made it.
+
+    \b
+    Examples:
+      foundry lineage gpt-tiny-lora-trained
+      foundry lineage models/gpt-tiny-trained --json
+    """
     from dataclasses import asdict
 
     from model_foundry.registry.lineage import ancestors, descendants, format_tree
 
     registry = _registry(with_runs=True)
+    name = _name(registry, model_arg)
     registry.get(name)
     if as_json:
         chain = [n if isinstance(n, str) else {k: v for k, v in asdict(n).items() if k != "children"}
@@ -433,14 +501,26 @@ def lineage(name: NameArg, as_json: JsonOpt = False) -> None:
 
 
 def compare(
-    names: Annotated[list[str], typer.Argument(help="Two or more model names.")],
+    models: Annotated[
+        list[str],
+        typer.Argument(metavar="MODEL...", help=f"Two or more models. {MODEL_HELP}", show_default=False),
+    ],
     as_json: JsonOpt = False,
 ) -> None:
-    """Metrics side by side (each model's dvc.lock metrics file and MLflow runs) and the params that differ
-    between the stages that made them."""
+    """Metrics side by side, and the params that differ.
+
+    Each model's metrics come from its dvc.lock metrics file and MLflow runs; the params are those of the
+    stages that made them.
+
+    \b
+    Examples:
+      foundry compare gpt-tiny-trained gpt-small-trained
+      foundry compare gpt-tiny-trained models/lstm-tiny-trained --json
+    """
     from model_foundry.registry.compare import compare_models
 
     registry = _registry(with_runs=True)
+    names = [_name(registry, model) for model in models]
     table = compare_models(registry, names)
     if as_json:
         print(json.dumps(table, indent=2))
@@ -483,10 +563,14 @@ COMMANDS: dict[str, tuple[str, Callable[..., None]]] = {
 def register(app: typer.Typer) -> None:
     """The top-level commands, and the same commands under `foundry models`."""
     group = typer.Typer(
-        help="The model registry (derived from dvc.lock, experiments, .dvc files and MLflow)."
+        help="The model registry (list, info, get, delete, gc, …).\n\n"
+        "Derived on each call from dvc.lock, experiments, .dvc files, metadata.json and MLflow.",
+        epilog="\b\nExamples:\n  foundry models list\n  foundry models info gpt-tiny-trained\n"
+        "  foundry models gc --dry-run",
+        context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     )
     for top, (short, command) in COMMANDS.items():
         app.command(top)(command)
         group.command(short)(command)
-    group.command("gc", help=GC_SCOPE)(gc)
+    group.command("gc")(gc)
     app.add_typer(group, name="models")

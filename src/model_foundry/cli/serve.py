@@ -6,18 +6,13 @@ from typing import Annotated
 
 import typer
 
-from model_foundry.cli.options import NoVerifyOpt
+from model_foundry.cli.options import ModelArg, NoVerifyOpt
 from model_foundry.errors import FoundryError
 from model_foundry.serving.worker import MAX_BATCH_SIZE
 
 
 def serve(
-    model: Annotated[
-        str,
-        typer.Argument(
-            metavar="NAME|DIR", help="A model name (models/<name> of this project) or a model folder."
-        ),
-    ],
+    model: ModelArg,
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.", min=1, max=65535)] = 8000,
     api_key: Annotated[
@@ -46,15 +41,22 @@ def serve(
     ] = False,
     no_verify: NoVerifyOpt = False,
 ) -> None:
-    """Serve a model over OpenAI's API (/v1/completions, /v1/chat/completions, /v1/models) until Ctrl-C.
+    """Serve a model over OpenAI's HTTP API until Ctrl-C.
 
-    The port listens at once; the model loads in the background (GET /ready: 503 while loading, then 200).
+    Endpoints: /v1/completions, /v1/chat/completions, /v1/models. The port listens at once; the model loads
+    in the background (GET /ready: 503 while loading, then 200).
+
+    \b
+    Examples:
+      foundry serve qwen2.5-0.5b-instruct --port 8000
+      FOUNDRY_API_KEY=secret foundry serve models/gpt-tiny-trained --host 0.0.0.0
+      curl -s localhost:8000/v1/completions -H 'Content-Type: application/json' \\
+        -d '{"model": "gpt-tiny-trained", "prompt": "Once upon a time", "max_tokens": 20}'
     """
     from pathlib import Path
 
-    from model_foundry.project import project_root
+    from model_foundry.registry.resolve import model_folder
     from model_foundry.serving.app import ServeSettings, run_server
-    from model_foundry.serving.loader import resolve_model
 
     if api_key is not None and not api_key.strip():
         raise FoundryError(
@@ -68,7 +70,7 @@ def serve(
             "the model (set FOUNDRY_API_KEY).",
             err=True,
         )
-    path = resolve_model(model, project_root())
+    path = model_folder(model)
     settings = ServeSettings(
         model_id=Path(path).resolve().name,
         api_key=api_key or None,

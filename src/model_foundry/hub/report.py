@@ -12,7 +12,7 @@ One `Reporter` travels through every step of an import (`importer`, `download`, 
 
 `Reporter()` prints to stderr and never asks (what the pipeline stages use); `foundry import-model` gives it
 a prompt when stdin is a terminal. `QuietReporter()` prints nothing and keeps what would have been shown in
-`messages` (tests).
+`messages` (tests). `import_summary(result)` is what `foundry import-model` prints when it is done.
 """
 
 from __future__ import annotations
@@ -20,9 +20,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-__all__ = ["QuietReporter", "Reporter"]
+if TYPE_CHECKING:
+    from model_foundry.hub.importer import ImportResult
+
+__all__ = ["QuietReporter", "Reporter", "import_summary"]
 
 
 @dataclass
@@ -61,3 +64,48 @@ class QuietReporter(Reporter):
 
     def show(self, text: str) -> None:
         self.messages.append(text)
+
+
+def import_summary(result: ImportResult, link: bool = False) -> str:
+    """What an import did, in words, for stdout (three lines; the first is wrapped here):
+
+        imported localhub/tiny-qwen2 @ 1cc7c2298916 → models/tiny-qwen2 (hf-qwen2, 107,072 parameters,
+        float32, 7.7 s)
+          licence: apache-2.0
+          weights: 1 file hard-linked from the Hub cache (no extra disk space)
+
+    A missing licence reads "not stated by the source"; weights say how many files were hard-linked and why
+    the others were copied: a Hub source whose cache cannot be linked to (another filesystem, or links not
+    allowed), or a local folder imported without `--link` (`link` is that flag).
+    """
+    revision = f" @ {result.revision[:12]}" if result.revision else ""
+    head = (
+        f"imported {result.model_id or result.source}{revision} → {result.path} ({result.architecture}, "
+        f"{result.parameters:,} parameters, {result.dtype or 'dtype unknown'}, {result.seconds:.1f} s)"
+    )
+    licence = (
+        result.license or "not stated by the source (read its model card before you share what you make)"
+    )
+    return f"{head}\n  licence: {licence}\n  weights: {_weights_text(result, link)}"
+
+
+def _weights_text(result: ImportResult, link: bool) -> str:
+    n, linked = len(result.sha256), result.linked_files
+    copied = n - linked
+
+    def files(k: int) -> str:
+        return f"{k} file" if k == 1 else f"{k} files"
+
+    from_hub = result.revision is not None  # a Hub download has a resolved commit; a local folder has none
+    where = "from the Hub cache" if from_hub else "from the source folder"
+    if copied == 0:
+        return f"{files(n)} hard-linked {where} (no extra disk space)"
+    not_possible = "was not possible: it is on another filesystem, or links are not allowed"
+    if from_hub:
+        why = f"a hard link to the Hub cache {not_possible}"
+    elif link:
+        why = f"a hard link to the folder {not_possible}"
+    else:
+        why = "the folder stays independent; --link hard-links instead"
+    done = f"{files(copied)} copied ({why})"
+    return f"{files(linked)} hard-linked {where}, {done}" if linked else done

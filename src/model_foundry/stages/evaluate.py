@@ -108,6 +108,9 @@ def run(
     weights against the sha256 in metadata.json first. Raises FoundryError for a damaged or weightless model
     folder (`model_folder.load_adapter`), a validation split too short for one window, or weights or a metric
     that are NaN/Infinity (nothing is written then).
+
+    A model whose perplexity is above the unigram baseline's gets a `warning:` line on stderr saying what to
+    try (`baseline_warning`) and the MLflow tag `WORSE_THAN_BASELINE_TAG` on its runs.
     """
     from model_foundry.data.tokens import TokenizedData
     from model_foundry.evaluation.finite import require_finite_metrics, require_finite_weights
@@ -129,19 +132,70 @@ def run(
     write_json(metrics_out, metrics)
 
     _, meta = read_model_info(model_dir)
+    worse = baseline_warning(metrics, Path(model_dir).name, meta)
+    if worse is not None:
+        print(f"warning: {worse}", file=sys.stderr)
     flat = tracking.evaluation_metrics(metrics)
     weights_sha = weights_tag(meta)
     run_ids = tracking.find_runs_by_weights(weights_sha) if weights_sha else []
     if run_ids:  # linked to the model's LoggedModel (made by the newest of these runs, if not yet there)
         tracking.log_evaluation(run_ids, flat, _logged_model(model_dir, meta, run_ids[0]))
+        _tag_baseline(run_ids, worse)
         return metrics
     name = meta.get("model_name", Path(model_dir).name)
     tags = tracking.standard_tags(name, meta["architecture"], meta.get("fine_tuned_from"), "evaluate")
+    if worse is not None:
+        tags[WORSE_THAN_BASELINE_TAG] = "true"
     with tracking.start_run(f"{Path(model_dir).name}-eval", tags) as tracker:
         digest = dvc_md5(data_dir)
         tracker.log_dataset(tracking.dataset_name(params.data.source), digest, data_dir, context="evaluation")
         tracker.log(flat, model_id=_logged_model(model_dir, meta, tracker.run_id))
     return metrics
+
+
+# MLflow tag set to "true" on the runs of a model that scores worse than the unigram baseline (removed when
+# a later evaluation of the same weights does not)
+WORSE_THAN_BASELINE_TAG = "worse_than_unigram_baseline"
+
+
+def baseline_warning(metrics: dict[str, Any], model: str, meta: dict[str, Any]) -> str | None:
+    """The warning (without its "warning: " prefix) when the model's perplexity is above the unigram
+    baseline's (`evaluation.table.worse_than_baseline`), saying what to try; None when it is not.
+    `meta` (the folder's metadata.json) tells a fine-tune (`fine_tuned_from`) from a model trained from
+    scratch."""
+    from model_foundry.evaluation.table import worse_than_baseline
+
+    verdict = worse_than_baseline(metrics)
+    if verdict is None:
+        return None
+    measure, value, base = verdict
+    what = measure.replace("_", "-")
+    if meta.get("fine_tuned_from"):
+        tips = (
+            "a lower train.lr or fewer train.steps (the fine-tune may have overwritten what the parent "
+            "knew), or check that the training data is like the validation text"
+        )
+    else:
+        tips = (
+            "more train.steps, a train.lr that suits the model size, or a bigger model; check the loss curve "
+            "(plots/train_loss.csv) for a loss that stalls or rises"
+        )
+    return (
+        f"{model} scores worse than the unigram baseline ({what} {value:,.2f} against {base:,.2f}): it "
+        f"predicts the validation text worse than token frequencies alone. Try {tips}."
+    )
+
+
+def _tag_baseline(run_ids: list[str], worse: str | None) -> None:
+    """Set (or, when the model is not worse, remove) `WORSE_THAN_BASELINE_TAG` on these MLflow runs."""
+    import mlflow
+
+    client = mlflow.MlflowClient()  # tracking.log_evaluation has set the store up
+    for run_id in run_ids:
+        if worse is not None:
+            client.set_tag(run_id, WORSE_THAN_BASELINE_TAG, "true")
+        elif WORSE_THAN_BASELINE_TAG in client.get_run(run_id).data.tags:
+            client.delete_tag(run_id, WORSE_THAN_BASELINE_TAG)
 
 
 def _logged_model(model_dir: Path, meta: dict[str, Any], source_run_id: str) -> str | None:

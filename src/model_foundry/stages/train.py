@@ -122,9 +122,10 @@ def run(
     verify: bool = True,
     resume_from: Path | None = None,
 ) -> dict[str, Any]:
-    """Train the model of `model_dir` on `data_dir`, save it to `out`, the loss plots to `plots_dir` and the
-    timing to `logs_dir`; returns the summary (final losses, tokens/s, seconds, MLflow run id, parameters,
-    the step resumed from or None).
+    """Train the model of `model_dir` on `data_dir`, save it to `out`, the loss plots and the settings used
+    to `plots_dir` (`training.report`: train_loss.csv, val_loss.csv, effective_params.json)
+    and the timing to `logs_dir`; returns the summary (final losses, tokens/s, seconds, MLflow run id,
+    parameters, the step resumed from or None).
 
     `train.method`: full trains every weight; lora trains peft adapters on the frozen model and writes the
     merged model plus `adapter/` (`save_lora_output`). Checkpoints go to `<project root>/checkpoints/<out
@@ -133,6 +134,10 @@ def run(
     one (`training.resume`), `resume_from` from that checkpoint (which must match). The checkpoints are
     deleted once the model is saved. The MLflow run of a resumed checkpoint continues (same run id): steps
     between the checkpoint and the interruption are logged twice, with the same values (resume is exact).
+
+    Under torchrun (`train.nproc` > 1) every rank runs this; rank 0 alone logs, prints and writes. With
+    `train.strategy: fsdp` the checkpoints are sharded (`training.checkpoint`) and the trained model is
+    gathered to rank 0 and rebuilt whole there (`_unsharded`), so `out` has the one-process layout.
 
     Raises FoundryError for missing or damaged inputs, a model that does not fit the data or settings, LoRA
     on a model without trained weights, a checkpoint that does not match (with `resume_from`), a stop by
@@ -144,10 +149,11 @@ def run(
     from model_foundry.model_folder import load_tokenizer, parent_record, read_model_info, weights_tag
     from model_foundry.project import project_root
     from model_foundry.registry.dvc import dvc_md5
-    from model_foundry.training import report
+    from model_foundry.training import distributed, report
     from model_foundry.training.checkpoint import CheckpointHook, load_checkpoint, read_sidecar
     from model_foundry.training.device import Runtime
     from model_foundry.training.hooks import MetricsLog, ProgressBar
+    from model_foundry.training.launch import relaunch_if_needed
     from model_foundry.training.loop import raise_diverged, train
     from model_foundry.training.resume import (
         RunIdentity,
@@ -162,7 +168,9 @@ def run(
     from model_foundry.training.state import TrainState
 
     cfg = params.train
+    relaunch_if_needed(cfg)  # train.nproc > 1 outside torchrun: this command again under torchrun, then exit
     runtime = Runtime.create(cfg.device, cfg.precision, cfg.threads)
+    job = runtime.dist  # rank 0 alone talks to MLflow, prints and writes; every rank trains
     data = TokenizedData.open(data_dir)
     tokenizer = load_tokenizer(data.tokenizer_dir)
     check_tokenizer_fits(tokenizer, cfg.objective)
@@ -189,25 +197,35 @@ def run(
         check_settings(read_sidecar(start), identity, settings, start)
     elif cfg.resume == "auto":
         start = resumable_checkpoint(root, identity, state, _note, settings)
-    run_id = tracking.existing_run(read_sidecar(start).get("mlflow_run_id")) if start else None
+    run_id = (
+        tracking.existing_run(read_sidecar(start).get("mlflow_run_id")) if start and job.is_main else None
+    )
     architecture = adapter.spec.name
     tags = tracking.standard_tags(out.name, architecture, fine_tuned_from, "train")
-    # the run is named after the model, under `dvc exp run` too (the experiment's name is a tag)
-    with tracking.start_run(tracking.check_model_name(out.name), tags, run_id=run_id) as tracker:
+    # the run is named after the model (`<model>@<experiment>` under `dvc exp run`; also the tag dvc_exp_name)
+    name = tracking.check_model_name(out.name)
+    run = tracking.start_run(name, tags, run_id=run_id) if job.is_main else distributed.NullTracker()
+    say = print if job.is_main else _quiet
+    with run as tracker:
         tracker.set_tags(lineage_tags(identity, fine_tuned_from, lora))
         if run_id is None:  # a continued run has its params and dataset already
             tracker.log_params(
-                {**params.flat(), "parameters": total_parameters, "runtime": runtime.describe()}
+                {
+                    **params.flat(),
+                    "parameters": total_parameters,
+                    "runtime": runtime.describe(),
+                    "world_size": job.world_size,
+                }
             )
             tracker.log_dataset(tracking.dataset_name(params.data.source), identity.data_hash, data_dir)
-        print(f"training {out.name}: {total_parameters:,} parameters on {runtime.describe()}")
+        say(f"training {out.name}: {total_parameters:,} parameters on {runtime.describe()}")
         if lora is not None:
-            print(lora.describe())
+            say(lora.describe())
         resumed = None
         if start is not None:
             load_checkpoint(start, state, identity.as_dict())
             resumed = state.step
-            print(
+            say(
                 f"resuming from {start} (step {state.step} of {cfg.steps}); MLflow run {tracker.run_id} "
                 "continues"
             )
@@ -215,16 +233,26 @@ def run(
         with CheckpointHook(
             root, cfg.checkpoint_interval, cfg.keep_checkpoints, sidecar, before_save=tracker.flush
         ) as checkpoints:
-            hooks = [ProgressBar(progress), MetricsLog(tracker.log), checkpoints]
+            # every rank has the checkpoint hook (a signal stops all together); rank 0 alone writes
+            hooks = (
+                [ProgressBar(progress), MetricsLog(tracker.log), checkpoints]
+                if job.is_main
+                else [checkpoints]
+            )
             result = train(state, data.windows("train"), data.windows("val"), cfg, collator, runtime, hooks)
         if result.stopped:
+            if not job.is_main:  # rank 0 alone says so (and fails the torchrun job)
+                distributed.destroy()
+                raise SystemExit(0)
             raise FoundryError(
                 f"Training stopped at step {state.step} of {cfg.steps} by a signal; the checkpoint "
                 f"{checkpoints.saved[-1]} holds it. No model was saved to {out}.",
                 "Run the same command again (`dvc repro`, or `dvc exp run` with the same params) to continue "
                 "from it: train.resume: auto picks it up.",
             )
-        if bad := nonfinite_parameters(adapter.model):  # e.g. a last-step gradient overflow, clipping off
+        if distributed.is_sharded(adapter.model):  # FSDP: rank 0 gets the whole model, the others are done
+            adapter = _unsharded(adapter, model_dir, data.vocab_size, cfg, loaded, verify)
+        if adapter is not None and (bad := nonfinite_parameters(adapter.model)):  # e.g. a last-step overflow
             raise_diverged(cfg.steps, f"weights are non-finite ({', '.join(bad[:3])})", cfg)
         final_train, final_val = state.train_history[-1][1], state.val_history[-1][1]
         training: dict[str, Any] = {
@@ -251,6 +279,9 @@ def run(
             parent=parent,
             training=training,
         )
+        if not job.is_main:  # rank 0 writes the model, plots and logs and prints the summary
+            distributed.destroy()
+            raise SystemExit(0)
         adapter.to("cpu")
         if lora is None:
             saved = adapter.save_checkpoint(out, metadata)
@@ -263,6 +294,10 @@ def run(
                 state.train_history, state.val_history, Path(tmp) / "loss_curve.png", out.name
             )
             tracker.log_artifact(png)
+        settings_used = report.effective_params(
+            params, total_parameters, data.meta["tokenizer"], data.vocab_size
+        )
+        report.write_effective_params(Path(plots_dir), settings_used)
         summary = {
             "final_train_loss": final_train,
             "final_val_loss": final_val,
@@ -280,6 +315,7 @@ def run(
                 tracker.attach_recorded_evaluation(out)
         timing = {"model": out.name, "run_id": tracker.run_id, "runtime": runtime.describe(), **summary}
         report.write_timing(Path(logs_dir), timing)
+    distributed.destroy()
     return {**summary, "run_id": tracker.run_id, "parameters": total_parameters, "resumed_from": resumed}
 
 
@@ -301,7 +337,36 @@ def default_output(params: Params, model_dir: Path) -> Path:
 
 
 def _note(line: str) -> None:
-    print(line, file=sys.stderr)
+    """A one-line note on stderr, from rank 0 only under torchrun."""
+    from model_foundry.training.distributed import current
+
+    if current().is_main:
+        print(line, file=sys.stderr)
+
+
+def _unsharded(
+    adapter: Any, model_dir: Path, vocab_size: int, cfg: TrainConfig, loaded: bool, verify: bool
+) -> Any:
+    """The trained FSDP-sharded `adapter` as a whole model on rank 0's CPU, None on the other ranks.
+
+    Every rank takes part in gathering the shards (`distributed.gather_full_state`); rank 0 then builds the
+    same model again unsharded (`build_adapter`, and LoRA's wrapping for train.method: lora) and loads the
+    gathered weights into it, so it is saved exactly as a one-process run's model is.
+    """
+    from model_foundry.training import distributed
+
+    full = distributed.gather_full_state(adapter.model)
+    if not distributed.current().is_main:
+        return None
+    whole, _ = build_adapter(model_dir, vocab_size, cfg.seed, verify)
+    whole.tokenizer = adapter.tokenizer
+    _apply_method(whole, cfg, loaded, model_dir)
+    whole.model.load_state_dict(full)
+    return whole
+
+
+def _quiet(*args: Any, **kwargs: Any) -> None:
+    """`print` on ranks other than 0."""
 
 
 def _apply_method(adapter: Any, cfg: TrainConfig, loaded: bool, model_dir: Path) -> LoRAInfo | None:

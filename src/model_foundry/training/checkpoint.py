@@ -15,6 +15,20 @@ A checkpoint folder holds
                         aliases of tied tensors, and each file's size (a truncated file is named, not
                         half-loaded)
 
+Under FSDP (`train.strategy: fsdp` with torchrun) no rank holds the whole model, so the folder holds
+    shards/             model and optimizer state as `torch.distributed.checkpoint` (DCP) writes it: every
+                        rank its own shards (`__<rank>_0.distcp`) and rank 0 the `.metadata` index
+    state.pt, checkpoint.json   as above (written by rank 0; the sidecar has "sharded": true)
+and every rank must see the same folder (one machine, or a shared filesystem across nodes). DCP re-shards on
+load, so a sharded checkpoint resumes under FSDP with any number of processes, and in a single process
+(the full tensors are assembled from the shards); not under DDP with more than one process (the stage's
+params digest refuses the change of train.strategy anyway). A checkpoint of a single process (or DDP) does
+not resume under FSDP with more than one process: FoundryError, resume with one process instead
+(`check_layout`).
+
+Every rank's dropout generators are gathered into state.pt ("rank_rng", `TrainState.rank_rng_states`), so
+each rank resumes its own stream.
+
 The folder is written through `io.atomic_dir` (a temp folder renamed at the end), so a full disk, a killed
 process or a second Ctrl-C mid-write leaves the previous checkpoint as it was. `keep_last` prunes old ones
 only after a new one is complete. `CheckpointHook` saves every `interval` steps and, on SIGINT/SIGTERM, at
@@ -51,6 +65,8 @@ CHECKPOINT_FORMAT = 1
 SIDECAR_NAME = "checkpoint.json"
 WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
+SHARDS_DIR = "shards"  # a sharded (FSDP) checkpoint's DCP folder
+SHARDS_INDEX = f"{SHARDS_DIR}/.metadata"
 _STEP_DIR = re.compile(r"^step-(\d{6,})$")
 # Sidecar fields `load_checkpoint` compares with `expect` (and with this process: fused, threads).
 CHECKED_FIELDS = ("model", "method", "parent_checksum", "params_digest", "data_hash", "fused", "threads")
@@ -66,6 +82,8 @@ def reproducibility(state: TrainState) -> dict[str, Any]:
     "threads": torch.get_num_threads(), "torch_version", "device": "cpu"/"cuda"/...}."""
     import torch
 
+    from model_foundry.training.distributed import current
+
     defaults = state.optimizer.defaults
     return {
         "fused": bool(defaults.get("fused") or False),
@@ -73,7 +91,31 @@ def reproducibility(state: TrainState) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
         "device": state.device.type,
+        "world_size": current().world_size,
     }
+
+
+def expected_reproducibility(sidecar: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
+    """The reproducibility fields a checkpoint must share with this process: fused, and threads when the
+    world size is the same (older sidecars: 1). Across world sizes the batches are re-split and the sums
+    re-ordered, so the run continues within float tolerance rather than bit for bit: the thread count is not
+    checked then, and rank 0 says so on stderr."""
+    saved = int(sidecar.get("world_size", 1))
+    if saved == now["world_size"]:
+        return {"fused": now["fused"], "threads": now["threads"]}
+    return {"fused": now["fused"]}
+
+
+def world_size_note(sidecar: dict[str, Any], world_size: int) -> str | None:
+    """The note of a checkpoint saved by another number of processes, or None."""
+    saved = int(sidecar.get("world_size", 1))
+    if saved == world_size:
+        return None
+    return (
+        f"note: the checkpoint was saved by {saved} process(es), this run has {world_size}: every global "
+        f"batch is re-split into {world_size} share(s) of the same rows, so the run continues within float "
+        "tolerance, not bit for bit."
+    )
 
 
 def _saved_model_tensors(
@@ -111,8 +153,14 @@ def _saved_model_tensors(
     return tensors, aliases, frozen
 
 
-def save_checkpoint(state: TrainState, root: Path, sidecar: dict[str, Any]) -> Path:
+def save_checkpoint(
+    state: TrainState, root: Path, sidecar: dict[str, Any], rank_rng: list[dict[str, Any]] | None = None
+) -> Path:
     """Write `state` to `root/step-NNNNNN/` (NNNNNN = state.step) atomically; return that folder.
+
+    Under torchrun every rank calls it: rank 0 alone writes a whole model's checkpoint (the others return
+    at once), and an FSDP-sharded model's is written by all (`_save_sharded`). `rank_rng`: every rank's
+    dropout generators (`TrainState.rank_rng_states`), saved in state.pt.
 
     `sidecar`: JSON-able values the caller records and checks on resume (model, method, parent_checksum,
     params_digest, data_hash, mlflow_run_id, ...); the reproducibility fields, the step and the file sizes
@@ -124,10 +172,16 @@ def save_checkpoint(state: TrainState, root: Path, sidecar: dict[str, Any]) -> P
     import torch
     from safetensors.torch import save_file
 
-    full = state.state_dict()
+    from model_foundry.training.distributed import current, is_sharded
+
+    final = step_dir(Path(root), state.step)
+    if is_sharded(state.adapter.model):
+        return _save_sharded(state, Path(root), sidecar, rank_rng)
+    if not current().is_main:
+        return final
+    full = state.state_dict(rank_rng)
     model_state = full.pop("model")
     tensors, aliases, frozen = _saved_model_tensors(state, model_state)
-    final = step_dir(Path(root), state.step)
     with writing(Path(root)):
         Path(root).mkdir(parents=True, exist_ok=True)
     with atomic_dir(final) as tmp:
@@ -147,6 +201,98 @@ def save_checkpoint(state: TrainState, root: Path, sidecar: dict[str, Any]) -> P
         }
         write_json(tmp / SIDECAR_NAME, record, atomic=False)
     return final
+
+
+def _save_sharded(
+    state: TrainState, root: Path, sidecar: dict[str, Any], rank_rng: list[dict[str, Any]] | None
+) -> Path:
+    """`save_checkpoint` of an FSDP-sharded model (a collective: every rank calls it). Rank 0 makes the temp
+    folder and tells the others its name; every rank writes its shards of the model and optimizer state into
+    `shards/` (DCP, which ends with rank 0 writing the index once all shards are written); rank 0 adds
+    state.pt and the sidecar and renames the folder into place."""
+    import contextlib
+
+    import torch
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    from model_foundry.training.distributed import broadcast_object, collective, current
+
+    main = current().is_main
+    final = step_dir(root, state.step)
+    model_sd, optim_sd = get_state_dict(state.adapter.model, state.optimizer)
+    rest = {k: v for k, v in state.state_dict(rank_rng).items() if k not in ("model", "optimizer")}
+    with contextlib.ExitStack() as stack:
+        tmp: Path | None = None
+        if main:
+            with writing(root):
+                root.mkdir(parents=True, exist_ok=True)
+            tmp = stack.enter_context(atomic_dir(final))
+            (tmp / SHARDS_DIR).mkdir()
+        tmp = broadcast_object(tmp)
+        assert tmp is not None
+        with collective("writing the sharded checkpoint"):
+            dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=tmp / SHARDS_DIR)
+        if main:
+            torch.save(rest, tmp / STATE_FILE)
+            files = {
+                f.relative_to(tmp).as_posix(): f.stat().st_size for f in sorted(tmp.rglob("*")) if f.is_file()
+            }
+            record = {
+                **sidecar,
+                **reproducibility(state),
+                "format": CHECKPOINT_FORMAT,
+                "state_format": rest["format"],
+                "step": state.step,
+                "tokens": state.tokens,
+                "sharded": True,
+                "files": files,
+            }
+            write_json(tmp / SIDECAR_NAME, record, atomic=False)
+    return final
+
+
+def _load_sharded(path: Path, state: TrainState) -> None:
+    """Load a sharded checkpoint's model and optimizer state (`shards/`) into `state`: every rank reads the
+    shards it needs for its own sharding (DCP re-shards), or, in one process, the full tensors."""
+    import warnings
+
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    from model_foundry.training.distributed import collective
+
+    model, optimizer = state.adapter.model, state.optimizer
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    wanted = {"model": model_sd, "optim": optim_sd}
+    try:
+        with collective("reading the sharded checkpoint"), warnings.catch_warnings():
+            # in one process DCP warns that it loads without a process group: what we mean
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+            dcp.load(wanted, checkpoint_id=path / SHARDS_DIR, no_dist=not dist.is_initialized())
+            set_state_dict(model, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd)
+    except FoundryError:
+        raise
+    except Exception as e:  # CheckpointException (missing keys, unreadable shard), shape mismatches
+        raise FoundryError(
+            f"The sharded checkpoint {path} does not fit this model: {' '.join(str(e).split())[:300]}",
+            _restart_hint(path),
+        ) from None
+
+
+def check_layout(sidecar: dict[str, Any], state: TrainState, path: Path) -> None:
+    """FoundryError when a whole-model checkpoint would be resumed by an FSDP-sharded model (N > 1)."""
+    from model_foundry.training.distributed import is_sharded
+
+    if is_sharded(state.adapter.model) and not sidecar.get("sharded"):
+        saved = int(sidecar.get("world_size", 1))
+        raise FoundryError(
+            f"The checkpoint {path} holds the whole model (saved by {saved} process(es) without FSDP); this "
+            "run shards the model with FSDP, which resumes only sharded checkpoints.",
+            f"Resume it with train.nproc: {saved if saved == 1 else f'{saved} (or 1)'}, then train on; or "
+            f"delete {path.parent} to train from the start under FSDP.",
+        )
 
 
 def _steps(root: Path) -> list[tuple[int, Path]]:
@@ -240,8 +386,11 @@ def check_expected(sidecar: dict[str, Any], expect: dict[str, Any], path: Path) 
 
 
 def check_files(path: Path, sidecar: dict[str, Any]) -> None:
+    """FoundryError naming the first file of the sidecar's list that is missing or of another size."""
     files = sidecar.get("files")
-    if not isinstance(files, dict) or set(files) != {WEIGHTS_FILE, STATE_FILE}:
+    needed = {STATE_FILE, SHARDS_INDEX} if sidecar.get("sharded") else {WEIGHTS_FILE, STATE_FILE}
+    listed = set(files) if isinstance(files, dict) else set()
+    if not isinstance(files, dict) or not (needed <= listed if sidecar.get("sharded") else needed == listed):
         raise FoundryError(
             f"{path / SIDECAR_NAME} does not list the checkpoint's files.", _restart_hint(path)
         )
@@ -266,20 +415,24 @@ def load_checkpoint(path: Path, state: TrainState, expect: dict[str, Any]) -> di
     Raises FoundryError naming the field and both values on a mismatch, naming the file when one is missing,
     truncated or unreadable, and when the state does not fit (`TrainState.load_state_dict`).
     """
+    import sys
+
     import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    from model_foundry.training.distributed import current as current_job
+
     path = Path(path)
     sidecar = read_sidecar(path)
-    current = reproducibility(state)
-    check_expected(sidecar, {"fused": current["fused"], "threads": current["threads"], **expect}, path)
+    now = reproducibility(state)
+    check_expected(sidecar, {**expected_reproducibility(sidecar, now), **expect}, path)
     check_files(path, sidecar)
+    check_layout(sidecar, state, path)
+    note = world_size_note(sidecar, now["world_size"])
+    if note and current_job().is_main:
+        print(note, file=sys.stderr)
     weights, rest = path / WEIGHTS_FILE, path / STATE_FILE
-    try:
-        tensors = load_file(str(weights))
-    except (SafetensorError, OSError, RuntimeError) as e:
-        raise FoundryError(f"{weights} cannot be read: {e}", _restart_hint(path)) from None
     try:
         saved = torch.load(rest, map_location="cpu", weights_only=True)
     except Exception as e:  # zip errors, an unpickling weights_only refuses, I/O: not the file we saved
@@ -287,6 +440,14 @@ def load_checkpoint(path: Path, state: TrainState, expect: dict[str, Any]) -> di
         raise FoundryError(f"{rest} cannot be read: {first}", _restart_hint(path)) from None
     if not isinstance(saved, dict):
         raise FoundryError(f"{rest} does not hold a training state.", _restart_hint(path))
+    if sidecar.get("sharded"):
+        _load_sharded(path, state)
+        state.load_state_dict({**saved, "model": None, "optimizer": None})
+        return sidecar
+    try:
+        tensors = load_file(str(weights))
+    except (SafetensorError, OSError, RuntimeError) as e:
+        raise FoundryError(f"{weights} cannot be read: {e}", _restart_hint(path)) from None
     model_state = {k: v for k, v in state.adapter.model.state_dict().items()}  # frozen ones stay as built
     for name, tensor in tensors.items():
         model_state[name] = tensor
@@ -377,10 +538,20 @@ class CheckpointHook(TrainHook):
         self._install()
 
     def save(self, state: TrainState) -> Path:
-        """Save `state` now and prune to the last `keep`; returns the folder."""
-        if self.before_save is not None:
+        """Save `state` now and prune to the last `keep`; returns the folder.
+
+        Under torchrun every rank has the hook (a signal reaches them all and they stop together) and calls
+        this together: every rank's dropout generators are gathered, then rank 0 alone writes (DDP keeps
+        the same weights and optimizer state on every rank), or, under FSDP, every rank writes its shards."""
+        from model_foundry.training.distributed import current
+
+        rank_rng = state.rank_rng_states()  # a collective under torchrun
+        main = current().is_main
+        if main and self.before_save is not None:
             self.before_save()
-        path = save_checkpoint(state, self.root, self.sidecar)
+        path = save_checkpoint(state, self.root, self.sidecar, rank_rng)
+        if not main:
+            return path
         self.saved.append(path)
         keep_last(self.root, self.keep, {k: self.sidecar[k] for k in CHECKED_FIELDS if k in self.sidecar})
         return path

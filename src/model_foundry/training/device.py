@@ -6,11 +6,12 @@ import contextlib
 import ctypes
 import functools
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from model_foundry.errors import FoundryError
+from model_foundry.training.distributed import Dist
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -56,14 +57,15 @@ def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractCon
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def set_threads(threads: int) -> None:
-    """Use `threads` CPU threads (0 = torch's default, all cores); warns when they outnumber the cores."""
+def set_threads(threads: int, warn: bool = True) -> None:
+    """Use `threads` CPU threads (0 = torch's default, all cores); warns (when `warn`) when they outnumber
+    the cores."""
     import os
     import sys
 
     if threads > 0:
         cores = os.cpu_count() or 1
-        if threads > cores:
+        if threads > cores and warn:
             print(
                 f"warning: train.threads = {threads} on {cores} CPU core(s): slower than {cores}, kept for "
                 "reproducible results (the thread count changes float sums).",
@@ -94,20 +96,37 @@ def keep_freed_memory() -> bool:
 
 @dataclass(frozen=True)
 class Runtime:
+    """Where and how this process trains: `device` (cuda:LOCAL_RANK under torchrun on GPUs), the autocast
+    `dtype`, and `dist`, this process's rank and the world size (1 outside torchrun)."""
+
     device: torch.device
     dtype: torch.dtype
+    dist: Dist = field(default_factory=Dist)
 
     @classmethod
     def create(cls, device: str = "auto", precision: str = "auto", threads: int = 0) -> Runtime:
-        set_threads(threads)
+        """Resolve device and precision, set the thread count; under torchrun (WORLD_SIZE > 1) also open
+        the process group (`Dist.init`: FoundryError for MPS, a port in use, peers that do not come).
+
+        `threads` is the whole run's CPU threads: on a CPU each of N processes takes `max(1, threads // N)`
+        (torchrun's own default is 1), so `train.threads: 2, nproc: 2` is one thread per process, not four
+        threads fighting for two cores."""
+        dist = Dist.from_env()
         dev = resolve_device(device)
+        if dist.enabled and dev.type == "cpu" and threads > 0:
+            threads = max(1, threads // dist.world_size)
+        set_threads(threads, warn=dist.is_main)  # one warning, from process 0
+        if dist.enabled:
+            dist.init(dev)
+            dev = dist.device(dev)
         if dev.type == "cpu":
             keep_freed_memory()
-        return cls(dev, resolve_precision(precision, dev))
+        return cls(dev, resolve_precision(precision, dev), dist)
 
     def autocast(self) -> contextlib.AbstractContextManager[None]:
         return autocast(self.device, self.dtype)
 
     def describe(self) -> str:
         dtype = str(self.dtype).removeprefix("torch.")
-        return f"{self.device.type} {dtype} threads={torch.get_num_threads()}"
+        procs = f" processes={self.dist.world_size}" if self.dist.enabled else ""
+        return f"{self.device.type} {dtype} threads={torch.get_num_threads()}{procs}"

@@ -22,8 +22,9 @@ and DDP (wrapping the model; all-reducing logged losses in a hook) plug in witho
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from model_foundry.config import TrainConfig
@@ -67,34 +68,144 @@ class MetricsLog(TrainHook):
 
 
 class ProgressBar(TrainHook):
-    """A tqdm bar on stderr (loss, tokens/s, lr), refreshed every 0.2 s on a terminal and every 15 s in a
-    log file; validation losses are printed as lines ("step N: val_loss x") on stdout, even when `enabled`
-    is False (the bar alone is hidden, e.g. by `--quiet`)."""
+    """Training progress on `stream` (stderr when None): tqdm's bar on a terminal; in a log (stderr not a
+    terminal: CI, `dvc repro > log`) a plain line every `interval` seconds and one at the end (`LogLines`).
 
-    def __init__(self, enabled: bool = True) -> None:
+    Validation losses are printed as lines ("step N: val_loss x") on stdout, even when `enabled` is False
+    (the bar or lines alone are hidden, e.g. by `--quiet`). `clock` (seconds, monotonic) is for tests.
+    """
+
+    def __init__(
+        self,
+        enabled: bool = True,
+        stream: TextIO | None = None,
+        interval: float = 15.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.enabled = enabled
+        self.stream = stream
+        self.interval = interval
+        self.clock = clock
         self.bar: Any = None
+        self.lines: LogLines | None = None
 
     def on_train_start(self, state: TrainState, cfg: TrainConfig) -> None:
+        stream = self.stream or sys.stderr
+        if self.enabled and not _is_terminal(stream):
+            self.lines = LogLines(cfg.steps, state.step, stream, self.interval, self.clock)
+            return
         from tqdm.auto import tqdm
 
         self.bar = tqdm(
-            total=cfg.steps, initial=state.step, desc="train", unit="step", file=sys.stderr,
-            disable=not self.enabled, dynamic_ncols=True,
-            mininterval=0.2 if sys.stderr.isatty() else 15.0,  # a log file: a line every 15 s, not a flood
+            total=cfg.steps, initial=state.step, desc="train", unit="step", file=stream,
+            disable=not self.enabled, dynamic_ncols=True, mininterval=0.2,
         )  # fmt: skip
 
     def on_log(self, step: int, metrics: dict[str, float]) -> None:
+        if self.lines is not None:
+            self.lines.metrics = metrics
+            return
         self.bar.set_postfix(
             loss=f"{metrics['train_loss']:.3f}", tok_s=f"{metrics['tokens_per_s']:,.0f}",
             lr=f"{metrics['lr']:.2e}", refresh=False,
         )  # fmt: skip
 
     def on_eval(self, step: int, val_loss: float) -> None:
-        self.bar.write(f"step {step}: val_loss {val_loss:.4f}")
+        line = f"step {step}: val_loss {val_loss:.4f}"
+        if self.bar is not None:
+            self.bar.write(line)  # above the bar, on stdout
+        else:
+            print(line, flush=True)
 
     def on_step_end(self, step: int, state: TrainState) -> None:
-        self.bar.update(1)
+        if self.lines is not None:
+            self.lines.update(step)
+        else:
+            self.bar.update(1)
 
     def on_train_end(self, state: TrainState) -> None:
-        self.bar.close()
+        if self.lines is not None:
+            self.lines.close()
+        else:
+            self.bar.close()
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+class LogLines:
+    """Progress for a log file: one plain line every `interval` seconds of `clock`, and a last one on `close`.
+
+        step 120/500 (24%) · loss 3.214 · 5.2k tok/s · lr 1.0e-03 · ETA 1m12s
+
+    No carriage returns, no line that grows. Steps are 1-based (`update(step)` after step `step`); loss,
+    tok/s and lr are the latest `metrics` (`on_log`'s dict; absent before the first log). The ETA is the
+    remaining steps at the mean speed of this call (a resumed run's earlier steps are not counted); the
+    last line gives the time taken instead.
+    """
+
+    def __init__(
+        self, total: int, initial: int, stream: TextIO, interval: float, clock: Callable[[], float]
+    ) -> None:
+        self.total, self.initial, self.step = total, initial, initial
+        self.stream, self.interval, self.clock = stream, interval, clock
+        self.metrics: dict[str, float] = {}
+        self.start = self.last = clock()
+        self.printed_step = -1
+
+    def update(self, step: int) -> None:
+        """Record that `step` is done; print a line when `interval` seconds passed since the last one."""
+        self.step = step
+        if self.clock() - self.last >= self.interval:
+            self.write()
+
+    def close(self) -> None:
+        """Print the last line (unless the last step's line is already out)."""
+        if self.printed_step != self.step:
+            self.write(final=True)
+
+    def write(self, final: bool = False) -> None:
+        now = self.clock()
+        self.last, self.printed_step = now, self.step
+        print(self.line(now - self.start, final), file=self.stream, flush=True)
+
+    def line(self, elapsed: float, final: bool = False) -> str:
+        """The progress line after `elapsed` seconds of this call."""
+        total = max(self.total, 1)
+        parts = [f"step {self.step}/{self.total} ({100 * self.step // total}%)"]
+        m = self.metrics
+        if "train_loss" in m:
+            parts.append(f"loss {m['train_loss']:.3f}")
+        if "tokens_per_s" in m:
+            parts.append(f"{si_number(m['tokens_per_s'])} tok/s")
+        if "lr" in m:
+            parts.append(f"lr {m['lr']:.1e}")
+        done = self.step - self.initial
+        if final or self.step >= self.total:
+            parts.append(f"{duration(elapsed)} elapsed")
+        elif done > 0 and elapsed > 0:
+            parts.append(f"ETA {duration((self.total - self.step) * elapsed / done)}")
+        return " · ".join(parts)
+
+
+def si_number(x: float) -> str:
+    """A rate for people: 950 → "950", 5234 → "5.2k", 12_345 → "12k", 3.4e6 → "3.4M"."""
+    for factor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= factor:
+            v = x / factor
+            return f"{v:.1f}{suffix}" if abs(v) < 10 else f"{v:.0f}{suffix}"
+    return f"{x:.0f}"
+
+
+def duration(seconds: float) -> str:
+    """Seconds for people: 42 → "42s", 72 → "1m12s", 3725 → "1h02m"."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"

@@ -18,9 +18,10 @@ each logging step; a NaN/Infinity there names the first bad step. Checking costs
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,7 @@ from model_foundry.config import TrainConfig
 from model_foundry.data.tokens import WindowSource, as_source
 from model_foundry.errors import FoundryError
 from model_foundry.training.device import Runtime
+from model_foundry.training.distributed import any_rank, collective, mean_over_ranks, shard
 from model_foundry.training.hooks import TrainHook
 from model_foundry.training.optim import clip_grad_norm, lr_at
 from model_foundry.training.state import TrainState
@@ -68,7 +70,10 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 def estimate_loss(
     adapter: BaseAdapter, tokens: WindowSource | np.ndarray, cfg: TrainConfig, collator: Any, runtime: Runtime
 ) -> float:
-    """Mean loss over `eval_batches` fixed (seeded) windows: the same windows at every evaluation."""
+    """Mean loss over `eval_batches` fixed (seeded) windows: the same windows at every evaluation.
+
+    Under torchrun each rank scores its share of every batch (`distributed.shard`), averaged over ranks."""
+    rank, world = runtime.dist.rank, runtime.dist.world_size
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     was_training = adapter.model.training
     adapter.model.eval()
@@ -77,12 +82,13 @@ def estimate_loss(
     for _ in range(cfg.eval_batches):
         windows = source.draw(cfg.batch_size, cfg.block_size + collator.extra_tokens, gen)
         x, y = collator(windows, gen)
+        x, y = shard(x, rank, world), shard(y, rank, world)
         with runtime.autocast():
             loss = adapter(to_device(x, runtime.device), to_device(y, runtime.device)).loss
         assert loss is not None  # labels were given
         losses.append(loss)
     adapter.model.train(was_training)
-    return torch.stack(losses).mean().item()
+    return mean_over_ranks(torch.stack(losses).mean()).item()
 
 
 def check_finite(losses: list[float], norms: list[float] | None, first_step: int, cfg: TrainConfig) -> None:
@@ -130,6 +136,12 @@ def train(
 
     Stops early, after a step's hooks, when a hook's `should_stop()` says so (a checkpoint hook on SIGINT or
     SIGTERM, having saved that step); `on_train_end` is still called and the result has `stopped` set.
+
+    Under torchrun (`runtime.dist`, `state.parallel`) every rank calls `train` with the same arguments (rank
+    0 alone with the hooks that write): each micro-batch is the global `cfg.batch_size` windows drawn from
+    the shared generator, of which this rank trains its `distributed.shard`; DDP averages the gradients; the
+    logged losses are averaged over ranks, and a stop on any rank stops all. A rank that dies or hangs makes
+    the others raise FoundryError within `distributed.timeout_seconds()`.
     """
     adapter = state.adapter
     model = adapter.model
@@ -137,6 +149,9 @@ def train(
     # torch.compile wraps the adapter's forward (model + loss) for the training steps only: evaluation and
     # anything that uses the model afterwards run it eagerly, so neither recompiles nor keeps the wrapper.
     forward = torch.compile(adapter.forward) if cfg.compile else adapter.forward
+    rank, world, ddp = runtime.dist.rank, runtime.dist.world_size, ddp_module(state.parallel, model)
+    if ddp is not None:
+        forward = through(adapter, ddp, forward)
     opt, gen, window = state.optimizer, state.rng, state.window
     source = as_source(train_tokens)
     length = cfg.block_size + collator.extra_tokens
@@ -155,14 +170,19 @@ def train(
         lr = lr_at(step, lr=cfg.lr, warmup=cfg.warmup_steps, total=cfg.steps, min_ratio=cfg.min_lr_ratio)
         for group in opt.param_groups:
             group["lr"] = lr
-        for _ in range(cfg.grad_accum):
+        for micro in range(cfg.grad_accum):
             x, y = collator(source.draw(cfg.batch_size, length, gen), gen)
+            x, y = shard(x, rank, world), shard(y, rank, world)  # this rank's rows of the global batch
             with runtime.autocast():
                 loss = forward(to_device(x, device), to_device(y, device)).loss
             assert loss is not None  # labels were given
             if cfg.grad_accum > 1:
                 loss = loss / cfg.grad_accum
-            loss.backward()
+            # DDP all-reduces the gradients once per optimizer step, in the last micro-batch's backward
+            last_micro = ddp is None or micro == cfg.grad_accum - 1
+            sync = contextlib.nullcontext() if last_micro else ddp.no_sync()
+            with sync, collective("in the backward pass"):
+                loss.backward()
             losses[window.count] += loss.detach()
         if norms is not None:
             norms[window.count] = clip_grad_norm(params, cfg.grad_clip)
@@ -178,6 +198,7 @@ def train(
         if (step + 1) % cfg.log_interval == 0 or last:
             now = time.perf_counter()
             since_log = window.count
+            mean_over_ranks(losses)  # each rank's losses are of its share: the logged loss is the mean
             synced = (losses if norms is None else torch.cat([losses, norms])).tolist()  # the one host sync
             step_losses = synced[:since_log]
             step_norms = None if norms is None else synced[len(losses) : len(losses) + since_log]
@@ -199,10 +220,37 @@ def train(
             t_log = time.perf_counter()  # evaluation time does not count against tokens/s
         for hook in hooks:
             hook.on_step_end(step + 1, state)
-        if any([hook.should_stop() for hook in hooks]) and step + 1 < end:  # host flags: no device sync
+        stop = any([hook.should_stop() for hook in hooks])  # host flags: no device sync
+        if world > 1:
+            stop = any_rank(stop, device)  # rank 0's checkpoint hook saw the signal: all ranks stop
+        if stop and step + 1 < end:
             result.stopped = True
             break
     for hook in hooks:
         hook.on_train_end(state)
     result.seconds = time.perf_counter() - t_start
     return result
+
+
+def ddp_module(parallel: Any, model: torch.nn.Module) -> Any:
+    """`parallel` when it is a DistributedDataParallel wrapper of `model` (FSDP shards in place: None)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return parallel if isinstance(parallel, DistributedDataParallel) else None
+
+
+def through(adapter: BaseAdapter, ddp: Any, forward: Callable[..., Any]) -> Callable[..., Any]:
+    """`forward` with `adapter.model` swapped for the DDP wrapper `ddp` while it runs, so the adapter's own
+    forward (its loss, its input handling) goes through DDP, whose backward then all-reduces the gradients.
+    Elsewhere `adapter.model` stays the bare module: its state dict keys, saving and evaluation are unchanged.
+    """
+    inner = adapter.model
+
+    def run(x: torch.Tensor, y: torch.Tensor) -> Any:
+        adapter.model = ddp
+        try:
+            return forward(x, y)
+        finally:
+            adapter.model = inner
+
+    return run

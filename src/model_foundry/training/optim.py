@@ -29,8 +29,13 @@ def make_optimizer(
 
 
 def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
-    """Scale gradients to total L2 norm ≤ max_norm without a host sync (multi-tensor ops on CPU and CUDA)."""
-    return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    """Scale gradients to total L2 norm ≤ max_norm without a host sync (multi-tensor ops on CPU and CUDA).
+
+    Returns the total norm before clipping, a 0-dim tensor (FSDP's sharded gradients: the norm over all
+    shards, gathered from its DTensor)."""
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    full_tensor = getattr(norm, "full_tensor", None)  # a DTensor under FSDP
+    return full_tensor() if callable(full_tensor) else norm
 
 
 def lr_at(step: int, *, lr: float, warmup: int, total: int, min_ratio: float) -> float:

@@ -1,9 +1,14 @@
-"""What a training run reports besides the model: loss plots (CSV for DVC, PNG for MLflow) and the timing log.
+"""What a training run reports besides the model: loss plots (CSV for DVC, a PNG
+for MLflow), the settings it used, and the timing log.
 
-The CSVs are DVC plots (`plots/train_loss.csv`, `plots/val_loss.csv`: step, loss to 6 decimals), hashed,
-so they hold only what a fixed seed determines; durations and speeds go to `logs/train_timing.json`, which DVC
-does not track, and to MLflow. No NaN/Infinity is ever written: a non-finite loss is a ValueError here (the
-loop stops a diverged run before, with a FoundryError).
+In the plots folder (all DVC outputs of the train stage, tracked in git, `cache: false`):
+- `train_loss.csv`, `val_loss.csv`: step, loss to 6 decimals (`dvc plots show` draws them);
+- `effective_params.json`: the settings the run used after the catalog entry's overrides
+  (`effective_params`), a metrics file, so `dvc exp show` shows each experiment's own `steps`, `lr`, ...
+They hold only what the params and a fixed seed determine, so an unchanged `dvc repro` rewrites the same
+bytes; durations and speeds go to `logs/train_timing.json`, which DVC does not track, and to MLflow. No
+NaN/Infinity is ever written: a non-finite loss is a ValueError here (the loop stops a diverged run before,
+with a FoundryError).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 from model_foundry.io import atomic_write_text, write_json
 
 TIMING_NAME = "train_timing.json"
+EFFECTIVE_NAME = "effective_params.json"
 
 
 def loss_csv(rows: list[tuple[int, float]], column: str) -> str:
@@ -67,6 +73,47 @@ def loss_curve_png(
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return path
+
+
+def effective_params(params: Any, parameters: int, tokenizer: str, vocab_size: int) -> dict[str, Any]:
+    """The settings a training run used, for `dvc exp show`: the architecture, the parameter count, the
+    tokenizer (its kind and actual size, from the tokenized data) and the keys of the `train:` section after
+    the catalog entry's overrides (its own keys win over the global ones): `steps`, `lr`, `lora.r`, ...
+
+    Top-level keys, so DVC's columns are short (`steps`, not `effective.train.steps`) and no name is also one
+    of params.yaml's (`train.steps`: a shared name would make DVC prefix both with their file's path). Only
+    values DVC displays (numbers, strings, booleans): None is left out and lists are joined with ",".
+    `params`: a `config.Params`.
+    """
+    import dataclasses
+
+    def shown(values: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in values.items():
+            if isinstance(value, dict):
+                out[key] = shown(value)
+            elif isinstance(value, (list, tuple)):
+                out[key] = ",".join(map(str, value))
+            elif value is not None:
+                out[key] = value
+        return out
+
+    return shown(
+        {
+            "architecture": params.model.architecture,
+            "parameters": parameters,
+            "tokenizer": tokenizer,
+            "vocab_size": vocab_size,
+            **dataclasses.asdict(params.train),
+        }
+    )
+
+
+def write_effective_params(plots_dir: Path, settings: dict[str, Any]) -> Path:
+    """`plots_dir/effective_params.json` (`effective_params`), written atomically; returns its path."""
+    path = Path(plots_dir) / EFFECTIVE_NAME
+    write_json(path, settings)
     return path
 
 

@@ -26,7 +26,9 @@ from model_foundry.training.checkpoint import (
     belongs_to,
     check_expected,
     check_files,
+    check_layout,
     checkpoint_folders,
+    expected_reproducibility,
     latest_checkpoint,
     read_sidecar,
     reproducibility,
@@ -37,8 +39,10 @@ if TYPE_CHECKING:
     from model_foundry.training.state import TrainState
 
 CHECKPOINTS_DIR = "checkpoints"  # under the project root: git-ignored, not tracked by DVC
-# train settings that change where and how often checkpoints are written, not the numbers of the run.
-NOT_IN_DIGEST = ("checkpoint_interval", "keep_checkpoints", "resume", "output_name")
+# train settings that change where and how often checkpoints are written, not the numbers of the run; and
+# nproc: N processes × batch_size/N rows train as one process × batch_size (within float tolerance), so a
+# checkpoint resumes under another world size (`checkpoint.expected_reproducibility` notes the re-split).
+NOT_IN_DIGEST = ("checkpoint_interval", "keep_checkpoints", "resume", "output_name", "nproc")
 
 
 def digest_settings(params: Params) -> dict[str, Any]:
@@ -116,18 +120,20 @@ def resumable_checkpoint(
 
     Checks each checkpoint, newest first: its files are whole, its settings (`settings`: the run's
     `digest_settings`, to name what differs) and identity (RunIdentity) are this run's, and so are the fused
-    flag and thread count of this process. Each one that is damaged or of another run is reported through
+    flag and thread count of this process, and its layout fits (`checkpoint.check_layout`: no whole-model
+    checkpoint under FSDP). Each one that is damaged or of another run is reported through
     `note` (one line saying why) and left in place: it is never used, and this run prunes and deletes only
     its own checkpoints. None when none matches (the run starts from step 0).
     """
     current = reproducibility(state)
-    expect = {"fused": current["fused"], "threads": current["threads"], **identity.as_dict()}
     for path in checkpoint_folders(root):  # newest first: the newest that matches wins
         try:
             sidecar = read_sidecar(path)
             check_files(path, sidecar)  # a damaged checkpoint is named as such, before any mismatch
+            check_layout(sidecar, state, path)  # a whole-model checkpoint under FSDP
             if settings is not None:
                 check_settings(sidecar, identity, settings, path)
+            expect = {**expected_reproducibility(sidecar, current), **identity.as_dict()}
             check_expected(sidecar, expect, path)
         except FoundryError as e:
             note(f"note: not resuming from {path}: {e.message} (kept; delete it to free the space)")

@@ -14,6 +14,9 @@ The shape follows torchtitan's checkpointing (`torchtitan/components/checkpointe
 `train_state` of step and tokens seen, each a `state_dict()`/`load_state_dict()` pair) and nanochat's
 `checkpoint_manager.py` (model, optimizer and plain metadata saved side by side).
 
+Under torchrun the batch/masking generator is the same on every rank, torch's global generators (dropout)
+are each rank's own (`distributed.dropout_seed`), and a checkpoint holds every rank's ("rank_rng").
+
 One generator serves both the batch order and the masking, as before this object existed: splitting it would
 change every masked-LM model trained from a given seed (causal models do not draw from it while collating).
 """
@@ -154,6 +157,8 @@ class TrainState:
     `step`: optimizer steps taken (the next step's 0-based index). `tokens`: training tokens seen.
     `train_history`: (step, mean loss since the previous log); `val_history`: (step, validation loss).
     `window`: losses of the steps since the last log, on the device. `device`: where the model trains.
+    `parallel`: what the training forward calls under torchrun (`distributed.wrap`: a DistributedDataParallel
+    around `adapter.model`, or the model itself sharded by FSDP); None in a single process.
     """
 
     adapter: BaseAdapter
@@ -165,14 +170,26 @@ class TrainState:
     tokens: int = 0
     train_history: list[tuple[int, float]] = field(default_factory=list)
     val_history: list[tuple[int, float]] = field(default_factory=list)
+    parallel: Any = None
 
     @classmethod
     def create(cls, adapter: BaseAdapter, cfg: TrainConfig, runtime: Runtime) -> TrainState:
         """Step 0: the model moved to the runtime's device in train mode, a fresh AdamW
         (`optim.make_optimizer` with cfg's lr, weight decay and betas), the batch/masking generator seeded
-        with `cfg.seed`, an empty loss window of `cfg.log_interval` steps."""
+        with `cfg.seed`, an empty loss window of `cfg.log_interval` steps. Under torchrun the model is wrapped
+        for `cfg.strategy` first (`distributed.wrap`: DDP broadcasts rank 0's weights, FSDP shards them), and
+        `batch_size` must divide by the world size (FoundryError otherwise); torch's global generators
+        (dropout) are then reseeded per rank with `distributed.dropout_seed(cfg.seed, rank)`."""
+        from model_foundry.training.distributed import dropout_seed, local_batch_size, wrap
+
         model = adapter.model.to(runtime.device)
         model.train()
+        parallel = None
+        if runtime.dist.enabled:
+            local_batch_size(cfg.batch_size, runtime.dist.world_size)
+            parallel = wrap(model, cfg.strategy, runtime.device)
+            # each rank its own dropout masks; the batch draw (`rng`) stays shared
+            torch.manual_seed(dropout_seed(cfg.seed, runtime.dist.rank))
         optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), runtime.device)
         return cls(
             adapter=adapter,
@@ -180,17 +197,20 @@ class TrainState:
             rng=torch.Generator().manual_seed(cfg.seed),
             window=LossWindow.create(cfg.log_interval, cfg.grad_clip > 0, runtime.device),
             device=runtime.device,
+            parallel=parallel,
         )
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, rank_rng: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """Tensors and plain values only (see the module docstring).
 
         {"format", "step", "tokens", "model" (the module's state_dict), "optimizer" (the optimizer's),
          "rng" (the batch/masking generator), "torch_rng" (torch's CPU generator), "device_rng" (the
          accelerator's, None on CPU), "host_rng" (Python's and numpy's global generators, as plain data:
          `host_rng_state`), "train_history"/"val_history" ([[step, loss], ...]), "pending" (the
-         un-logged steps' losses and norms)}. Model and optimizer tensors are the live ones, as with
-        `nn.Module.state_dict`: save or copy them before training on.
+         un-logged steps' losses and norms), "rank_rng" (`rank_rng`: under torchrun, every rank's
+         {"torch_rng", "device_rng"} in rank order, from `rank_rng_states`; None otherwise)}. Model and
+        optimizer tensors are the live ones, as with `nn.Module.state_dict`: save or copy them before
+        training on.
         """
         return {
             "format": STATE_FORMAT,
@@ -205,11 +225,26 @@ class TrainState:
             "train_history": [[step, loss] for step, loss in self.train_history],
             "val_history": [[step, loss] for step, loss in self.val_history],
             "pending": self.window.state_dict(),
+            "rank_rng": rank_rng,
         }
+
+    def rank_rng_states(self) -> list[dict[str, Any]] | None:
+        """Every rank's dropout generators ({"torch_rng", "device_rng"}, rank order) on every rank: a
+        collective under torchrun (every rank calls it); None in a single process."""
+        from model_foundry.training.distributed import gather_objects
+
+        return gather_objects(
+            {"torch_rng": torch.get_rng_state(), "device_rng": _device_rng_state(self.device)}
+        )
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a `state_dict()` into this state (a fresh one built the same way: same architecture and
         config, same train settings). Sets torch's global generators too, so dropout continues exactly.
+
+        Under torchrun each rank takes its own dropout generators from "rank_rng" when the state was saved
+        by as many ranks; saved by another number (or by one process), rank r reseeds them with
+        `dropout_seed(saved seed, r, step)`: deterministic, but not the stream an uninterrupted run of this
+        world size would have drawn. `"model": None` leaves the model and optimizer as they are.
 
         Raises FoundryError when the state is of another format or does not fit (keys, shapes, log window).
         """
@@ -220,8 +255,9 @@ class TrainState:
                 "Train from the start, or resume with the Model Foundry version that saved it.",
             )
         try:
-            self.adapter.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
+            if state["model"] is not None:  # None: restored already (a sharded checkpoint, `checkpoint`)
+                self.adapter.model.load_state_dict(state["model"])
+                self.optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError, KeyError) as e:
             raise FoundryError(
                 f"The saved training state does not fit this model: {' '.join(str(e).split())[:300]}",
@@ -233,6 +269,19 @@ class TrainState:
         self.rng.set_state(state["rng"])
         torch.set_rng_state(state["torch_rng"])
         _set_device_rng_state(self.device, state["device_rng"])
+        self._load_rank_rng(state.get("rank_rng"))
         set_host_rng_state(state["host_rng"])
         self.train_history = [(int(s), float(v)) for s, v in state["train_history"]]
         self.val_history = [(int(s), float(v)) for s, v in state["val_history"]]
+
+    def _load_rank_rng(self, saved: list[dict[str, Any]] | None) -> None:
+        from model_foundry.training.distributed import current, dropout_seed
+
+        job = current()
+        if not job.enabled:
+            return  # one process: "torch_rng" (rank 0's) is its stream
+        if saved is not None and len(saved) == job.world_size:
+            torch.set_rng_state(saved[job.rank]["torch_rng"])
+            _set_device_rng_state(self.device, saved[job.rank]["device_rng"])
+        else:
+            torch.manual_seed(dropout_seed(torch.initial_seed(), job.rank, self.step))
