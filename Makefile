@@ -38,7 +38,7 @@ run: $(VENV)/.installed
 	@echo ""
 	@echo "Trained model:   models/$$($(BIN)/python -c 'import yaml;print(yaml.safe_load(open("params.yaml"))["model_name"])')-trained/"
 	@echo "Loss curves:     $(BIN)/dvc plots show   (writes dvc_plots/index.html; works offline)"
-	@echo "Compare runs:    $(BIN)/dvc exp show --only-changed --drop 'Created|data/|models|val_loss'"
+	@echo "Compare runs:    $(BIN)/dvc exp show --only-changed --drop 'Created|data/|models|src/|val_loss'"
 	@echo "MLflow UI:       MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --workers 1"
 
 test: $(VENV)/.installed lint typecheck

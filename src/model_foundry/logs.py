@@ -54,21 +54,33 @@ QUIET_ENV = {
 }
 
 
+# The QUIET_ENV variables this process (or a quiet foundry it runs under) set, not the user.
+SET_BY_US = "FOUNDRY_QUIET_ENV"
+
+
 def configure(verbose: bool) -> None:
     """Set up logging and warnings for one `foundry` process: quiet third-party output unless `verbose`.
 
     Quiet (the default): Python warnings raised outside model_foundry are ignored (unless `-W` or
     PYTHONWARNINGS says otherwise), third-party loggers in `QUIET_LOGGERS` drop records below ERROR, and
-    the `QUIET_ENV` variables are set where the user has not set them. Verbose: nothing is changed.
+    the `QUIET_ENV` variables are set where the user has not set them (and listed in FOUNDRY_QUIET_ENV).
+    Verbose: nothing is changed, except that QUIET_ENV variables a quiet parent `foundry` set (listed in
+    FOUNDRY_QUIET_ENV) are removed.
     Idempotent; never raises.
     """
     if verbose:
+        for name in os.environ.pop(SET_BY_US, "").split(","):  # set by a quiet foundry this one runs under
+            if name in QUIET_ENV and os.environ.get(name) == QUIET_ENV[name]:
+                del os.environ[name]
         return
     if not sys.warnoptions:  # `python -W ...` or PYTHONWARNINGS: the user's choice
         warnings.simplefilter("ignore")
         warnings.filterwarnings("default", module=r"model_foundry(\.|$)")  # inserted first: matched first
-    for name, level in QUIET_ENV.items():
-        os.environ.setdefault(name, level)
+    ours = [name for name in QUIET_ENV if name not in os.environ]
+    for name in ours:
+        os.environ[name] = QUIET_ENV[name]
+    if ours:  # so that a `foundry -v` started from here (inheriting them) can tell them from the user's
+        os.environ[SET_BY_US] = ",".join(sorted({*ours, *os.environ.get(SET_BY_US, "").split(",")} - {""}))
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     transformers = sys.modules.get("transformers")  # imported already: it has read its variable

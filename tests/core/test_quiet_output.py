@@ -176,8 +176,8 @@ def test_configure_quiet_keeps_our_messages_and_third_party_errors(monkeypatch):
 
     from model_foundry.logs import QUIET_ENV, QUIET_LOGGERS, configure
 
-    for name in QUIET_ENV:  # restored after the test, as are the logger levels and warning filters
-        monkeypatch.delenv(name, raising=False)
+    for name in (*QUIET_ENV, "FOUNDRY_QUIET_ENV"):  # restored after the test, as are the logger levels
+        monkeypatch.delenv(name, raising=False)  # and warning filters
     monkeypatch.setenv("TRANSFORMERS_VERBOSITY", "info")  # a user's own setting wins
     levels = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
     try:
@@ -191,6 +191,11 @@ def test_configure_quiet_keeps_our_messages_and_third_party_errors(monkeypatch):
         assert (
             os.environ["MLFLOW_LOGGING_LEVEL"] == "ERROR" and os.environ["TRANSFORMERS_VERBOSITY"] == "info"
         )
+        # A `foundry -v` started from a quiet foundry inherits these: it drops what the parent set, not the
+        # user's own setting.
+        configure(verbose=True)
+        assert "MLFLOW_LOGGING_LEVEL" not in os.environ and os.environ["TRANSFORMERS_VERBOSITY"] == "info"
+        assert "FOUNDRY_QUIET_ENV" not in os.environ
     finally:
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)

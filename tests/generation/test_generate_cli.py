@@ -110,7 +110,7 @@ def test_an_unknown_name_is_refused_with_close_names(project: Path) -> None:
     assert rc == 2 and "error: No model called 'gpt-tiyn'" in err and "hint: Did you mean gpt-tiny" in err
     assert "Traceback" not in err and out == ""
     rc, _, err = foundry(["ghost", "--prompt", "x"], project)
-    assert rc == 2 and "foundry get ghost" in err
+    assert rc == 2 and "models/ghost is not checked out here" in err and "dvc remote add" in err  # no cache
     rc, _, err = foundry(["gpt-tiny", "--prompt", "x", "--top-p", "1.5"], project)
     assert rc == 2 and "top_p = 1.5" in err
 
@@ -132,6 +132,9 @@ def test_resolve_model_and_read_prompts(project: Path, tmp_path: Path) -> None:
     (tmp_path / "bad.txt").write_bytes(b"\xff\xfe\xfa")
     with pytest.raises(FoundryError, match="Cannot read"):
         read_prompts("", tmp_path / "bad.txt")
+    with pytest.raises(FoundryError, match="nosuch.txt does not exist") as e:
+        read_prompts("", tmp_path / "nosuch.txt")
+    assert "Check the path" in str(e.value.hint)
 
 
 def test_several_plain_answers_are_marked_and_stream_json_is_refused(project: Path, tmp_path: Path) -> None:

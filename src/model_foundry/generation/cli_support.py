@@ -44,6 +44,11 @@ def read_prompts(prompt: str, prompts_file: Path | None) -> list[str]:
         return [prompt]
     if prompt:
         raise FoundryError("Both --prompt and --prompts-file given.", "Use one of them.")
+    if not prompts_file.exists():
+        raise FoundryError(
+            f"--prompts-file {prompts_file} does not exist.",
+            "Check the path (relative to the current folder); the file holds one prompt per line.",
+        )
     try:
         text = prompts_file.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
