@@ -19,8 +19,9 @@ import pexpect
 import pytest
 
 from conftest import VENV_BIN
-from model_foundry.chat_repl import PROMPT, ChatSession, ChatSettings, resolve_model, shown
+from model_foundry.chat_repl import PROMPT, ChatSession, ChatSettings, shown
 from model_foundry.errors import FoundryError
+from model_foundry.registry.resolve import model_folder as resolve_model
 from registry.registry_repo import build_base
 
 FOUNDRY = str(VENV_BIN / "foundry")

@@ -103,13 +103,6 @@ class Conversation:
         }
 
 
-def resolve_model(arg: str, root: Path | None = None) -> Path:
-    """The model folder `arg` names (`registry.resolve.model_folder`: a folder, or `models/<name>`)."""
-    from model_foundry.registry.resolve import model_folder
-
-    return model_folder(arg, root)
-
-
 _CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)] if chr(c) not in "\n\t"}
 
 

@@ -170,7 +170,7 @@ def test_model_names_resolve_in_the_project(models: dict[str, Path], tmp_path: P
     import subprocess
 
     from model_foundry.errors import FoundryError
-    from model_foundry.serving.loader import resolve_model
+    from model_foundry.registry.resolve import model_folder as resolve_model
 
     root = models["gpt-plain"].parents[1]  # <root>/models/gpt-plain
     assert resolve_model("gpt-plain", root) == root / "models" / "gpt-plain"

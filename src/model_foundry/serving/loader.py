@@ -26,13 +26,6 @@ LOAD_DELAY_ENV = "FOUNDRY_SERVE_TEST_LOAD_DELAY"
 Phase = Literal["loading", "ready", "failed"]
 
 
-def resolve_model(spec: str, root: Path) -> Path:
-    """The model folder `spec` names (`registry.resolve.model_folder`: a folder, or `models/<spec>`)."""
-    from model_foundry.registry.resolve import model_folder
-
-    return model_folder(spec, root)
-
-
 class ModelLoader:
     """Loads `path` with `generation.load_causal_model` on a daemon thread; `engine` is set once ready.
 
