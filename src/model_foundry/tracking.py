@@ -342,9 +342,14 @@ def earlier_evaluation(sha256: str, exclude_run_id: str | None = None) -> tuple[
     return None
 
 
-def log_evaluation(run_ids: list[str], metrics: dict[str, float], model_id: str | None = None) -> None:
+def log_evaluation(
+    run_ids: list[str],
+    metrics: dict[str, float],
+    model_id: str | None = None,
+    tags: dict[str, str | None] | None = None,
+) -> None:
     """Log the evaluate stage's metrics into each of these runs (they produced the evaluated weights),
-    linked to the LoggedModel `model_id` when given.
+    linked to the LoggedModel `model_id` when given, and set `tags` on them (a None value removes the tag).
 
     Raises ValueError on NaN/Infinity. A copied-evaluation tag is dropped: the run now has its own.
     """
@@ -359,8 +364,12 @@ def log_evaluation(run_ids: list[str], metrics: dict[str, float], model_id: str 
     for run_id in run_ids:
         batch = [Metric(k, v, now, 0, model_id=model_id) for k, v in values.items()]
         client.log_batch(run_id, metrics=batch, synchronous=True)
-        if EVAL_COPIED_TAG in client.get_run(run_id).data.tags:
-            client.delete_tag(run_id, EVAL_COPIED_TAG)
+        present = client.get_run(run_id).data.tags
+        for key, value in {EVAL_COPIED_TAG: None, **(tags or {})}.items():
+            if value is not None:
+                client.set_tag(run_id, key, value)
+            elif key in present:
+                client.delete_tag(run_id, key)
 
 
 # --- datasets and logged models ----------------------------------------------------------------------------

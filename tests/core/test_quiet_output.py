@@ -62,6 +62,10 @@ def test_evaluate_warns_and_tags_when_the_model_is_worse_than_the_unigram_baseli
     run = mlflow.MlflowClient(tracking.tracking_uri()).get_run(run_id)  # the training run gets the tag
     assert run.data.tags[evaluate.WORSE_THAN_BASELINE_TAG] == "true"
     assert run.data.metrics["eval_perplexity"] == pytest.approx(model)
+    # An evaluation that is not worse removes the tag (tracking.log_evaluation: a None tag value).
+    tracking.log_evaluation([run_id], {"perplexity": 1.0}, tags={evaluate.WORSE_THAN_BASELINE_TAG: None})
+    run = mlflow.MlflowClient(tracking.tracking_uri()).get_run(run_id)
+    assert evaluate.WORSE_THAN_BASELINE_TAG not in run.data.tags
 
 
 def test_third_party_log_lines_are_hidden_unless_verbose(barely_trained, tmp_path):

@@ -139,8 +139,8 @@ def run(
     weights_sha = weights_tag(meta)
     run_ids = tracking.find_runs_by_weights(weights_sha) if weights_sha else []
     if run_ids:  # linked to the model's LoggedModel (made by the newest of these runs, if not yet there)
-        tracking.log_evaluation(run_ids, flat, _logged_model(model_dir, meta, run_ids[0]))
-        _tag_baseline(run_ids, worse)
+        baseline_tag = {WORSE_THAN_BASELINE_TAG: "true" if worse is not None else None}
+        tracking.log_evaluation(run_ids, flat, _logged_model(model_dir, meta, run_ids[0]), baseline_tag)
         return metrics
     name = meta.get("model_name", Path(model_dir).name)
     tags = tracking.standard_tags(name, meta["architecture"], meta.get("fine_tuned_from"), "evaluate")
@@ -184,18 +184,6 @@ def baseline_warning(metrics: dict[str, Any], model: str, meta: dict[str, Any]) 
         f"{model} scores worse than the unigram baseline ({what} {value:,.2f} against {base:,.2f}): it "
         f"predicts the validation text worse than token frequencies alone. Try {tips}."
     )
-
-
-def _tag_baseline(run_ids: list[str], worse: str | None) -> None:
-    """Set (or, when the model is not worse, remove) `WORSE_THAN_BASELINE_TAG` on these MLflow runs."""
-    import mlflow
-
-    client = mlflow.MlflowClient()  # tracking.log_evaluation has set the store up
-    for run_id in run_ids:
-        if worse is not None:
-            client.set_tag(run_id, WORSE_THAN_BASELINE_TAG, "true")
-        elif WORSE_THAN_BASELINE_TAG in client.get_run(run_id).data.tags:
-            client.delete_tag(run_id, WORSE_THAN_BASELINE_TAG)
 
 
 def _logged_model(model_dir: Path, meta: dict[str, Any], source_run_id: str) -> str | None:

@@ -334,13 +334,6 @@ def broadcast_object(obj: Any) -> Any:
     return box[0]
 
 
-def on_main(fn: Callable[[], Any]) -> Any:
-    """Run `fn` on rank 0 only (None elsewhere), then let every rank continue together."""
-    result = fn() if current().is_main else None
-    barrier()
-    return result
-
-
 def destroy() -> None:
     """Close the process group (at the end of a run; idempotent)."""
     import torch.distributed as dist
